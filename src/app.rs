@@ -1,0 +1,189 @@
+//! Start-up and shutdown. [`App::build`] connects, migrates and binds both listeners (port 0
+//! allowed, the bound addresses are exposed); [`App::run`] serves HTTP and gRPC on one runtime
+//! until the shutdown token is cancelled or either server stops, then drains both within the
+//! grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Settings, redact_url};
+use crate::core::Core;
+use crate::grpc;
+use crate::http::{self, HttpState};
+use crate::store::{self, StoreOptions};
+
+/// How often the database is pinged to keep gRPC health in step with it.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A built, bound, not yet serving service.
+pub struct App {
+    settings: Settings,
+    core: Core,
+    http_listener: TcpListener,
+    grpc_listener: TcpListener,
+}
+
+impl App {
+    /// Connects to the database, runs migrations and binds both listeners.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let options = StoreOptions {
+            url: settings.database_url.clone(),
+            max_connections: settings.database_max_connections,
+            connect_timeout: Duration::from_secs(settings.database_timeout_secs),
+        };
+        let db = store::connect(&options)
+            .await
+            .with_context(|| format!("opening database {}", redact_url(&settings.database_url)))?;
+        let http_listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP address {}", settings.http_addr))?;
+        let grpc_listener = TcpListener::bind(settings.grpc_addr)
+            .await
+            .with_context(|| format!("binding gRPC address {}", settings.grpc_addr))?;
+        Ok(Self {
+            settings,
+            core: Core::new(db),
+            http_listener,
+            grpc_listener,
+        })
+    }
+
+    /// The bound HTTP address (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound gRPC address (useful with port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled or a server fails, then drains both.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let grace = Duration::from_secs(self.settings.shutdown_grace_secs);
+        tracing::info!(
+            http = %self.http_addr(),
+            grpc = %self.grpc_addr(),
+            database = %redact_url(&self.settings.database_url),
+            "serving"
+        );
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        grpc::set_health(&reporter, true).await;
+        let routes = grpc::routes(self.core.clone())?.add_service(health_service);
+
+        let http_state = HttpState {
+            core: self.core.clone(),
+            secrets: Arc::from(self.settings.argyle_secrets.clone()),
+            max_body_bytes: self.settings.max_body_bytes,
+            shutdown: shutdown.clone(),
+        };
+        let http_shutdown = shutdown.clone();
+        let mut http = tokio::spawn(async move {
+            axum::serve(self.http_listener, http::router(http_state))
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await
+                .context("HTTP server")
+        });
+        let grpc_shutdown = shutdown.clone();
+        let incoming = TcpListenerStream::new(self.grpc_listener);
+        let mut grpc = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
+                .await
+                .context("gRPC server")
+        });
+        let probe = tokio::spawn(follow_database_health(
+            self.core.clone(),
+            reporter.clone(),
+            shutdown.clone(),
+        ));
+
+        // Whichever ends first (a signal or a failed server) stops the other.
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            result = &mut http => Some(("HTTP", result)),
+            result = &mut grpc => Some(("gRPC", result)),
+        };
+        shutdown.cancel();
+        grpc::set_health(&reporter, false).await;
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+
+        let drained = tokio::time::timeout(grace, async {
+            let mut failure = None;
+            if let Some((name, result)) = first {
+                failure = outcome(name, result).err();
+            }
+            if !http.is_finished() || failure.is_none() {
+                if let Err(error) = outcome("HTTP", (&mut http).await) {
+                    failure.get_or_insert(error);
+                }
+            }
+            if let Err(error) = outcome("gRPC", (&mut grpc).await) {
+                failure.get_or_insert(error);
+            }
+            failure
+        })
+        .await;
+        probe.abort();
+        let result = match drained {
+            Ok(None) => Ok(()),
+            Ok(Some(error)) => Err(error),
+            Err(_) => {
+                http.abort();
+                grpc.abort();
+                tracing::warn!("in-flight requests did not finish within the grace period");
+                Ok(())
+            }
+        };
+        if let Err(error) = self.core.db().close_by_ref().await {
+            tracing::warn!(%error, "closing the database pool");
+        }
+        tracing::info!("stopped");
+        result
+    }
+}
+
+fn outcome(
+    name: &str,
+    joined: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
+    match joined {
+        Ok(result) => result,
+        Err(error) if error.is_cancelled() => Ok(()),
+        Err(error) => Err(anyhow::anyhow!("{name} server panicked: {error}")),
+    }
+}
+
+/// Keeps gRPC health in step with the database: NOT_SERVING while it does not answer.
+async fn follow_database_health(
+    core: Core,
+    reporter: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
+    let mut serving = true;
+    let mut interval = tokio::time::interval(HEALTH_PROBE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let reachable = core.database_reachable().await;
+        if reachable != serving && !shutdown.is_cancelled() {
+            serving = reachable;
+            tracing::warn!(reachable, "database reachability changed");
+            grpc::set_health(&reporter, serving).await;
+        }
+    }
+}

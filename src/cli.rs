@@ -1,0 +1,80 @@
+//! Command-line interface: `serve` runs the service, `sign` signs a body the way Argyle does.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::LogFormat;
+
+/// Argyle webhook readiness service.
+#[derive(Debug, Parser)]
+#[command(name = "readiness", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP (webhooks, probes) and gRPC servers until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// Print the X-Argyle-Signature (hex HMAC-SHA512) of a body, as Argyle computes it.
+    Sign(SignArgs),
+}
+
+/// Flags of `serve`. Each overrides the environment and the TOML file; unset flags do not.
+#[derive(Debug, Args, Serialize)]
+pub struct ServeArgs {
+    /// Optional TOML file with any of the settings below (keys in snake_case).
+    #[arg(long, env = "READINESS_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Database URL [env: READINESS_DATABASE_URL] [default: sqlite://readiness.db?mode=rwc]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// HTTP listen address [env: READINESS_HTTP_ADDR] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<SocketAddr>,
+    /// gRPC listen address [env: READINESS_GRPC_ADDR] [default: 127.0.0.1:50051]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Comma-separated webhook secrets [env: READINESS_ARGYLE_SECRETS] (required)
+    #[arg(long, value_name = "SECRETS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argyle_secrets: Option<String>,
+    /// Largest webhook body in bytes [env: READINESS_MAX_BODY_BYTES] [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    /// Maximum pooled database connections [env: READINESS_DATABASE_MAX_CONNECTIONS] [default: 10]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_max_connections: Option<u32>,
+    /// Seconds to wait for the database [env: READINESS_DATABASE_TIMEOUT_SECS] [default: 5]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_timeout_secs: Option<u64>,
+    /// Seconds shutdown waits for in-flight work [env: READINESS_SHUTDOWN_GRACE_SECS] [default: 10]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// Log format [env: READINESS_LOG_FORMAT] [default: text]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Flags of `sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The secret to sign with; defaults to the first of READINESS_ARGYLE_SECRETS.
+    #[arg(long, env = "READINESS_SIGN_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// File holding the exact body bytes; `-` or nothing reads standard input.
+    pub file: Option<PathBuf>,
+}

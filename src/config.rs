@@ -1,0 +1,186 @@
+//! One settings tree, layered: built-in defaults < optional TOML file < `READINESS_*`
+//! environment variables < command-line flags. Keys are the same everywhere (the flag
+//! `--http-addr`, the variable `READINESS_HTTP_ADDR` and the TOML key `http_addr` are one setting).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::domain::signature::Secret;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of `readiness serve`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Database URL: `sqlite://FILE?mode=rwc` or `postgres://USER@HOST/DB`.
+    /// Default `sqlite://readiness.db?mode=rwc` (a file in the working directory).
+    pub database_url: String,
+    /// Address of the HTTP server (webhooks, probes). Default `127.0.0.1:8080`; port 0 picks one.
+    pub http_addr: SocketAddr,
+    /// Address of the gRPC server. Default `127.0.0.1:50051`; port 0 picks one.
+    pub grpc_addr: SocketAddr,
+    /// Webhook signing secrets, comma-separated; a delivery signed with any of them is accepted
+    /// (rotation). Required: no default.
+    #[serde(deserialize_with = "secrets", serialize_with = "serialize_secrets")]
+    pub argyle_secrets: Vec<Secret>,
+    /// Largest accepted webhook body, in bytes. Default 1048576 (1 MiB).
+    pub max_body_bytes: usize,
+    /// Upper bound on pooled database connections. Default 10.
+    pub database_max_connections: u32,
+    /// Seconds to wait for a database connection before answering 503 / UNAVAILABLE. Default 5.
+    pub database_timeout_secs: u64,
+    /// Seconds that shutdown waits for in-flight requests before giving up. Default 10.
+    pub shutdown_grace_secs: u64,
+    /// Log format: `text` or `json`. Default `text`. The filter comes from `RUST_LOG`
+    /// (default `info`).
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://readiness.db?mode=rwc".into(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            argyle_secrets: vec![],
+            max_body_bytes: 1024 * 1024,
+            database_max_connections: 10,
+            database_timeout_secs: 5,
+            shutdown_grace_secs: 10,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .field("argyle_secrets", &self.argyle_secrets)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("database_max_connections", &self.database_max_connections)
+            .field("database_timeout_secs", &self.database_timeout_secs)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced, safe to log.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    #[error(
+        "no webhook secret configured: set READINESS_ARGYLE_SECRETS (comma-separated) or --argyle-secrets"
+    )]
+    NoSecrets,
+    #[error("max_body_bytes must be at least 1")]
+    ZeroBodyLimit,
+}
+
+impl Settings {
+    /// Layers defaults, the TOML file (if given), the environment and `overrides` (flags).
+    pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("READINESS_").ignore(&["config"]))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|error| ConfigError::Invalid(Box::new(error)))?;
+        if settings.argyle_secrets.is_empty() {
+            return Err(ConfigError::NoSecrets);
+        }
+        if settings.max_body_bytes == 0 {
+            return Err(ConfigError::ZeroBodyLimit);
+        }
+        Ok(settings)
+    }
+}
+
+/// Accepts `"a,b"` (environment, flags) or `["a", "b"]` (TOML).
+fn secrets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Secret>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let values = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(joined) => joined.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(values) => values,
+    };
+    Ok(values
+        .iter()
+        .map(|value| value.trim())
+        .filter(|value| !value.is_empty())
+        .map(Secret::new)
+        .collect())
+}
+
+fn serialize_secrets<S: serde::Serializer>(secrets: &[Secret], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(secrets.iter().map(Secret::expose))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/readiness"),
+            "postgres://app:***@db:5432/readiness"
+        );
+        assert_eq!(
+            redact_url("sqlite://readiness.db?mode=rwc"),
+            "sqlite://readiness.db?mode=rwc"
+        );
+    }
+
+    #[test]
+    fn settings_debug_output_hides_secrets() {
+        let settings = Settings {
+            argyle_secrets: vec![Secret::new("hunter2")],
+            database_url: "postgres://u:pw@h/db".into(),
+            ..Settings::default()
+        };
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains(":pw@"),
+            "{debug}"
+        );
+    }
+}

@@ -1,0 +1,488 @@
+//! Applying a verified delivery: the raw body, the state change and the domain events it causes
+//! are written in one transaction, so a 2xx (sent after commit) means all of it is durable, and
+//! a failure leaves nothing behind. Duplicates are found by the SHA-256 of the body, enforced by
+//! a unique constraint rather than check-then-insert.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QuerySelect, TransactionTrait, TryInsertResult,
+};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{Core, CoreError};
+use crate::domain::account::{AccountFacts, Observation};
+use crate::domain::argyle::{self, ArgyleEvent, Delivery};
+use crate::domain::events::DomainEvent;
+use crate::domain::readiness::user_readiness;
+use crate::domain::signature::Verified;
+use crate::domain::{AccountId, AccountState, ReadinessState, ReportId, ReportType, UserId};
+use crate::store::entities::{account, delivery, event, report, user};
+use crate::store::{AccountRecord, StoreError, parse_name};
+
+/// Namespace for report ids derived from Argyle report ids or delivery hashes (UUID v5).
+const REPORT_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_0e57_52a4_4f0e_9d0b_6e1f_53a1_c0de);
+
+/// What happened to a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored and applied; `events` domain events were appended.
+    Applied { events: usize },
+    /// Stored; an event this service does not act on.
+    Ignored,
+    /// The same body was stored before; nothing changed.
+    Duplicate,
+    /// Stored for inspection but not applied: the body is not a valid event. The sender's mistake.
+    Rejected { reason: String },
+}
+
+/// The answer to one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestReport {
+    /// The inbox row holding the raw delivery.
+    pub delivery_id: i64,
+    pub event_name: Option<String>,
+    pub outcome: Outcome,
+}
+
+/// Stored delivery statuses.
+const APPLIED: &str = "applied";
+const IGNORED: &str = "ignored";
+const REJECTED: &str = "rejected";
+
+impl Core {
+    /// Stores and applies one verified delivery in a single transaction.
+    #[tracing::instrument(skip_all, fields(delivery_id, event))]
+    pub async fn ingest(
+        &self,
+        body: Verified<impl AsRef<[u8]>>,
+    ) -> Result<IngestReport, CoreError> {
+        let body = body.get().as_ref();
+        let sha = hex::encode(Sha256::digest(body));
+        let parsed = argyle::parse(body);
+        let now = Utc::now();
+
+        let _writer = match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let txn = self.db.begin().await?;
+        let (status, error, event_name, subscription, user_id) = match &parsed {
+            Ok(delivery) => (
+                if delivery.event == ArgyleEvent::Other {
+                    IGNORED
+                } else {
+                    APPLIED
+                },
+                None,
+                Some(delivery.event_name.clone()),
+                delivery.subscription.clone(),
+                delivery.event.user().map(|user| user.to_string()),
+            ),
+            Err(error) => (REJECTED, Some(error.to_string()), None, None, None),
+        };
+        let inserted = delivery::Entity::insert(delivery::ActiveModel {
+            body_sha256: Set(sha.clone()),
+            body: Set(body.to_vec()),
+            event_name: Set(event_name.clone()),
+            subscription: Set(subscription),
+            user_id: Set(user_id),
+            status: Set(status.to_owned()),
+            error: Set(error),
+            received_at: Set(now),
+            ..Default::default()
+        })
+        .on_conflict_do_nothing_on([delivery::Column::BodySha256])
+        .exec(&txn)
+        .await?;
+        let delivery_id = match inserted {
+            TryInsertResult::Inserted(result) => result.last_insert_id,
+            TryInsertResult::Conflicted | TryInsertResult::Empty => {
+                drop(txn);
+                return self.duplicate(&sha).await;
+            }
+        };
+        tracing::Span::current().record("delivery_id", delivery_id);
+
+        let outcome = match parsed {
+            Err(error) => Outcome::Rejected {
+                reason: error.to_string(),
+            },
+            Ok(Delivery {
+                event: ArgyleEvent::Other,
+                ..
+            }) => Outcome::Ignored,
+            Ok(delivery) => {
+                tracing::Span::current().record("event", delivery.event_name.as_str());
+                match apply(&txn, now, delivery_id, &sha, delivery.event).await? {
+                    Ok(events) => Outcome::Applied { events },
+                    Err(reason) => {
+                        // A consistency conflict found before any write: keep the delivery
+                        // for inspection, marked as rejected.
+                        delivery::Entity::update_many()
+                            .col_expr(delivery::Column::Status, REJECTED.into())
+                            .col_expr(delivery::Column::Error, reason.clone().into())
+                            .filter(delivery::Column::Id.eq(delivery_id))
+                            .exec(&txn)
+                            .await?;
+                        Outcome::Rejected { reason }
+                    }
+                }
+            }
+        };
+        txn.commit().await?;
+        Ok(IngestReport {
+            delivery_id,
+            event_name,
+            outcome,
+        })
+    }
+
+    /// The answer for a body stored before: the same verdict, nothing changed.
+    async fn duplicate(&self, sha: &str) -> Result<IngestReport, CoreError> {
+        let existing = delivery::Entity::find()
+            .filter(delivery::Column::BodySha256.eq(sha))
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| {
+                CoreError::Internal(StoreError::Corrupt {
+                    table: "deliveries",
+                    detail: format!("conflicting row for {sha} vanished"),
+                })
+            })?;
+        let outcome = match existing.status.as_str() {
+            REJECTED => Outcome::Rejected {
+                reason: existing.error.unwrap_or_default(),
+            },
+            _ => Outcome::Duplicate,
+        };
+        Ok(IngestReport {
+            delivery_id: existing.id,
+            event_name: existing.event_name,
+            outcome,
+        })
+    }
+}
+
+/// The per-user work of one event. Returns the number of events appended, or a reason to reject
+/// the delivery (checked before anything is written).
+async fn apply(
+    txn: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    delivery_id: i64,
+    sha: &str,
+    event: ArgyleEvent,
+) -> Result<Result<usize, String>, CoreError> {
+    let Some(user_id) = event.user() else {
+        return Ok(Ok(0));
+    };
+    let mut external_id = None;
+    let mut report = None;
+    let observations: Vec<(AccountId, Vec<Observation>)> = match event {
+        ArgyleEvent::Account {
+            account,
+            observations,
+            ..
+        } => vec![(account, observations)],
+        ArgyleEvent::ReportsReady {
+            external_id: ext,
+            accounts,
+            ..
+        } => {
+            external_id = ext;
+            accounts
+                .into_iter()
+                .map(|(account, observation)| (account, vec![observation]))
+                .collect()
+        }
+        ArgyleEvent::UserFullySynced {
+            external_id: ext,
+            accounts,
+            ..
+        } => {
+            external_id = ext;
+            accounts
+                .into_iter()
+                .map(|account| (account, vec![Observation::Synced]))
+                .collect()
+        }
+        ArgyleEvent::ReportGenerated {
+            report_type,
+            argyle_report_id,
+            ..
+        } => {
+            report = Some((report_type, argyle_report_id));
+            vec![]
+        }
+        ArgyleEvent::Other => vec![],
+    };
+    if let Some(reason) = foreign_account(txn, user_id, &observations).await? {
+        return Ok(Err(reason));
+    }
+
+    let (user_row, created) = lock_user(txn, user_id, now).await?;
+    let mut accounts: BTreeMap<AccountId, AccountRecord> = account::Entity::find()
+        .filter(account::Column::UserId.eq(user_id.to_string()))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|row| AccountRecord::try_from(row).map(|record| (record.account_id, record)))
+        .collect::<Result<_, _>>()?;
+
+    let mut events = Vec::new();
+    if let Some((report_type, argyle_report_id)) = report {
+        let inserted = insert_report(
+            txn,
+            now,
+            delivery_id,
+            sha,
+            user_id,
+            report_type,
+            argyle_report_id,
+        );
+        events.extend(inserted.await?);
+    }
+
+    for (account_id, observations) in observations {
+        let existing = accounts.get(&account_id);
+        let mut facts = existing.map(|a| a.facts.clone()).unwrap_or_default();
+        for observation in &observations {
+            facts.observe(observation);
+        }
+        if existing.is_some_and(|a| a.facts == facts) {
+            continue;
+        }
+        let record = save_account(txn, now, user_id, account_id, facts, existing).await?;
+        if existing.map(|a| a.state) != Some(record.state) {
+            events.push(DomainEvent::AccountChanged {
+                user: user_id,
+                account: account_id,
+                from: existing.map(|a| a.state),
+                to: record.state,
+            });
+        }
+        accounts.insert(account_id, record);
+    }
+
+    let previous: ReadinessState = parse_name("users", &user_row.state)?;
+    let readiness = user_readiness(accounts.values().map(|a| a.state));
+    if created || readiness != previous {
+        events.push(DomainEvent::ReadinessChanged {
+            user: user_id,
+            from: (!created).then_some(previous),
+            to: readiness,
+        });
+    }
+    let merged_external_id = merge_external_id(user_row.external_id.clone(), external_id);
+    let changed = !events.is_empty() || merged_external_id != user_row.external_id;
+    if changed {
+        let mut update = user::Entity::update_many()
+            .col_expr(user::Column::UpdatedAt, now.into())
+            .col_expr(user::Column::ExternalId, merged_external_id.into())
+            .filter(user::Column::UserId.eq(user_id.to_string()));
+        if readiness != previous {
+            update = update
+                .col_expr(user::Column::State, readiness.as_str().into())
+                .col_expr(user::Column::StateSince, now.into());
+        }
+        update.exec(txn).await?;
+    }
+    append_events(txn, now, &events).await?;
+    Ok(Ok(events.len()))
+}
+
+/// An account may belong to one user only: a delivery that names another user's account is
+/// rejected before anything is written.
+async fn foreign_account(
+    txn: &DatabaseTransaction,
+    user_id: UserId,
+    observations: &[(AccountId, Vec<Observation>)],
+) -> Result<Option<String>, CoreError> {
+    if observations.is_empty() {
+        return Ok(None);
+    }
+    let ids = observations.iter().map(|(account, _)| account.to_string());
+    let owned_elsewhere = account::Entity::find()
+        .filter(account::Column::AccountId.is_in(ids))
+        .filter(account::Column::UserId.ne(user_id.to_string()))
+        .one(txn)
+        .await?;
+    Ok(owned_elsewhere.map(|row| {
+        format!(
+            "account {} belongs to user {}, not {user_id}",
+            row.account_id, row.user_id
+        )
+    }))
+}
+
+/// External ids should never change; if Argyle ever reports two, keep the greater one so that
+/// the answer does not depend on delivery order.
+fn merge_external_id(current: Option<String>, incoming: Option<String>) -> Option<String> {
+    match (current, incoming) {
+        (Some(a), Some(b)) => Some(Ord::max(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Creates the user if new, then locks its row until commit (PostgreSQL `FOR UPDATE`; SQLite
+/// writes are already serialised), so concurrent deliveries for one user apply one at a time.
+async fn lock_user(
+    txn: &DatabaseTransaction,
+    user_id: UserId,
+    now: DateTime<Utc>,
+) -> Result<(user::Model, bool), CoreError> {
+    let inserted = user::Entity::insert(user::ActiveModel {
+        user_id: Set(user_id.to_string()),
+        external_id: Set(None),
+        state: Set(ReadinessState::NoAccounts.as_str().to_owned()),
+        state_since: Set(now),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .on_conflict_do_nothing()
+    .exec_without_returning(txn)
+    .await?;
+    let created = matches!(inserted, TryInsertResult::Inserted(1));
+    let row = user::Entity::find_by_id(user_id.to_string())
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or_else(|| {
+            CoreError::Internal(StoreError::Corrupt {
+                table: "users",
+                detail: format!("user {user_id} vanished after insert"),
+            })
+        })?;
+    Ok((row, created))
+}
+
+async fn save_account(
+    txn: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    user_id: UserId,
+    account_id: AccountId,
+    facts: AccountFacts,
+    existing: Option<&AccountRecord>,
+) -> Result<AccountRecord, CoreError> {
+    let derived = facts.state();
+    let state: AccountState = derived.state;
+    let error = derived.error.cloned();
+    let json = serde_json::to_string(&facts).map_err(|error| {
+        CoreError::Internal(StoreError::Corrupt {
+            table: "accounts",
+            detail: format!("facts of {account_id} do not serialise: {error}"),
+        })
+    })?;
+    let first_seen_at = existing.map_or(now, |a| a.first_seen_at);
+    let model = account::ActiveModel {
+        account_id: Set(account_id.to_string()),
+        user_id: Set(user_id.to_string()),
+        state: Set(state.as_str().to_owned()),
+        facts: Set(json),
+        error_code: Set(error.as_ref().and_then(|e| e.code.clone())),
+        error_message: Set(error.as_ref().and_then(|e| e.message.clone())),
+        last_synced_at: Set(facts.synced_at),
+        first_seen_at: Set(first_seen_at),
+        updated_at: Set(now),
+    };
+    account::Entity::insert(model)
+        .on_conflict(
+            OnConflict::column(account::Column::AccountId)
+                .update_columns([
+                    account::Column::State,
+                    account::Column::Facts,
+                    account::Column::ErrorCode,
+                    account::Column::ErrorMessage,
+                    account::Column::LastSyncedAt,
+                    account::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(AccountRecord {
+        account_id,
+        user_id,
+        last_synced_at: facts.synced_at,
+        facts,
+        state,
+        error,
+        first_seen_at,
+        updated_at: now,
+    })
+}
+
+/// Records a generated report once. Its id is derived from Argyle's report id when present (so
+/// repeated announcements of one report collapse), else from the delivery's hash.
+async fn insert_report(
+    txn: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    delivery_id: i64,
+    sha: &str,
+    user_id: UserId,
+    report_type: ReportType,
+    argyle_report_id: Option<String>,
+) -> Result<Option<DomainEvent>, CoreError> {
+    let name = match &argyle_report_id {
+        Some(id) => format!("argyle-report:{id}"),
+        None => format!("delivery:{sha}"),
+    };
+    let id = ReportId(Uuid::new_v5(&REPORT_NAMESPACE, name.as_bytes()));
+    let inserted = report::Entity::insert(report::ActiveModel {
+        id: Set(id.to_string()),
+        argyle_report_id: Set(argyle_report_id.clone()),
+        user_id: Set(user_id.to_string()),
+        report_type: Set(report_type.as_str().to_owned()),
+        generated_at: Set(now),
+        delivery_id: Set(delivery_id),
+        ..Default::default()
+    })
+    .on_conflict_do_nothing_on([report::Column::Id])
+    .exec_without_returning(txn)
+    .await?;
+    Ok(
+        matches!(inserted, TryInsertResult::Inserted(1)).then(|| DomainEvent::ReportGenerated {
+            report: id,
+            user: user_id,
+            report_type: report_type.as_str().to_owned(),
+            argyle_report_id,
+        }),
+    )
+}
+
+/// Appends events to the log in the caller's transaction.
+async fn append_events(
+    txn: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    events: &[DomainEvent],
+) -> Result<(), CoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows = events
+        .iter()
+        .map(|event| {
+            let payload = serde_json::to_string(event).map_err(|error| {
+                CoreError::Internal(StoreError::Corrupt {
+                    table: "events",
+                    detail: format!("event does not serialise: {error}"),
+                })
+            })?;
+            Ok(event::ActiveModel {
+                kind: Set(event.kind().to_owned()),
+                user_id: Set(event.user().to_string()),
+                payload: Set(payload),
+                recorded_at: Set(now),
+                ..Default::default()
+            })
+        })
+        .collect::<Result<Vec<_>, CoreError>>()?;
+    event::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! Use cases: apply a verified webhook delivery atomically, and answer queries. The only thing
+//! `http` and `grpc` call; it owns the database handle and speaks domain types.
+
+mod ingest;
+mod queries;
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::Mutex;
+
+use crate::store::{self, StoreError};
+
+pub use ingest::{IngestReport, Outcome};
+pub use queries::{Page, ReportFilter, ReportLookup, UserLookup, UserView};
+
+/// Why a use case failed, in terms both transports map once.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The database is unreachable or failing; the caller should retry later.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] StoreError),
+    /// A request field is malformed.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    /// The thing asked for does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is well-formed but cannot be answered in the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A bug or damaged data; never the caller's fault.
+    #[error("internal error")]
+    Internal(#[source] StoreError),
+}
+
+impl From<StoreError> for CoreError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Database(_) => CoreError::Unavailable(error),
+            StoreError::Corrupt { .. } => CoreError::Internal(error),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for CoreError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
+/// The application core. Cheap to clone; clones share the database pool.
+#[derive(Clone)]
+pub struct Core {
+    db: DatabaseConnection,
+    /// SQLite allows one writer: serialising writes in-process avoids `SQLITE_BUSY` on lock
+    /// upgrades. PostgreSQL needs none (rows are locked per user instead).
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+impl Core {
+    pub fn new(db: DatabaseConnection) -> Self {
+        let write_lock = store::is_sqlite(&db).then(|| Arc::new(Mutex::new(())));
+        Self { db, write_lock }
+    }
+
+    /// The database handle, for health checks and shutdown.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn database_reachable(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+}

@@ -1,0 +1,426 @@
+//! Parses a verified Argyle delivery body into typed facts about users, accounts and reports.
+//!
+//! Accepts every documented shape (three for `reports.ready`), tolerates unknown fields and
+//! values, and names the offending field in every error (`data.accounts[0].id: ...`). Events
+//! this service does not apply become [`ArgyleEvent::Other`]; they are stored, not rejected.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::account::{ConnectionStatus, ErrorInfo, Observation, TimedConnection};
+use super::{AccountId, ReportType, UserId, normalize_external_id};
+
+/// A parsed delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The `event` field, verbatim.
+    pub event_name: String,
+    /// The subscription `name` Argyle echoes back, if present.
+    pub subscription: Option<String>,
+    pub event: ArgyleEvent,
+}
+
+/// What a delivery means for this service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgyleEvent {
+    /// An `accounts.*` event: facts about one account of one user.
+    Account {
+        user: UserId,
+        account: AccountId,
+        observations: Vec<Observation>,
+    },
+    /// `reports.ready`: these accounts have synced enough data.
+    ReportsReady {
+        user: UserId,
+        external_id: Option<String>,
+        accounts: Vec<(AccountId, Observation)>,
+    },
+    /// `reports.generated`: a report can be retrieved from Argyle.
+    ReportGenerated {
+        user: UserId,
+        report_type: ReportType,
+        argyle_report_id: Option<String>,
+    },
+    /// `users.fully_synced`: every connected account of the user has synced.
+    UserFullySynced {
+        user: UserId,
+        external_id: Option<String>,
+        accounts: Vec<AccountId>,
+    },
+    /// Any other event: kept, not applied.
+    Other,
+}
+
+impl ArgyleEvent {
+    /// The user the event is about, if it is one this service applies.
+    pub fn user(&self) -> Option<UserId> {
+        match self {
+            ArgyleEvent::Account { user, .. }
+            | ArgyleEvent::ReportsReady { user, .. }
+            | ArgyleEvent::ReportGenerated { user, .. }
+            | ArgyleEvent::UserFullySynced { user, .. } => Some(*user),
+            ArgyleEvent::Other => None,
+        }
+    }
+}
+
+/// Why a body is not a valid Argyle event: the JSON path of the problem and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ParseError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ParseError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    event: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct AccountData {
+    account: Uuid,
+    user: Uuid,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    resource: Option<AccountResource>,
+}
+
+#[derive(Deserialize)]
+struct AccountResource {
+    connection: Option<Connection>,
+}
+
+#[derive(Deserialize)]
+struct Connection {
+    status: Option<String>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct ReadyAccount {
+    id: Uuid,
+    last_synced_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct ReportsReadyData {
+    user: Uuid,
+    external_id: Option<String>,
+    accounts: Option<Vec<ReadyAccount>>,
+    resource: Option<ReportsReadyResource>,
+}
+
+#[derive(Deserialize)]
+struct ReportsReadyResource {
+    external_id: Option<String>,
+    accounts: Option<Vec<ReadyAccount>>,
+}
+
+#[derive(Deserialize)]
+struct ReportGeneratedData {
+    user: Uuid,
+    #[serde(rename = "type")]
+    report_type: String,
+    report_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UserFullySyncedData {
+    user: Uuid,
+    resource: Option<UserResource>,
+}
+
+#[derive(Deserialize)]
+struct UserResource {
+    #[serde(default)]
+    accounts_connected: Vec<Uuid>,
+    external_id: Option<String>,
+}
+
+fn from_json<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -> Result<T, ParseError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let path = if path == "." {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.{path}")
+        };
+        ParseError::new(path, error.into_inner().to_string())
+    })
+}
+
+/// Parses a delivery body. Never panics; unknown fields and event names are accepted.
+pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| ParseError::new("$", format!("not valid JSON: {error}")))?;
+    if !value.is_object() {
+        return Err(ParseError::new("$", "expected a JSON object"));
+    }
+    let envelope: Envelope = from_json(value, "$")?;
+    let event = match envelope.event.as_str() {
+        "accounts.added" | "accounts.connected" | "accounts.failed" | "accounts.updated"
+        | "accounts.removed" => account_event(&envelope.event, required_data(envelope.data)?)?,
+        "reports.ready" => reports_ready(required_data(envelope.data)?)?,
+        "reports.generated" => report_generated(required_data(envelope.data)?)?,
+        "users.fully_synced" => user_fully_synced(required_data(envelope.data)?)?,
+        _ => ArgyleEvent::Other,
+    };
+    Ok(Delivery {
+        event_name: envelope.event,
+        subscription: envelope.name,
+        event,
+    })
+}
+
+fn required_data(data: Option<serde_json::Value>) -> Result<serde_json::Value, ParseError> {
+    match data {
+        Some(value @ serde_json::Value::Object(_)) => Ok(value),
+        Some(_) => Err(ParseError::new("data", "expected a JSON object")),
+        None => Err(ParseError::new("data", "missing field `data`")),
+    }
+}
+
+fn account_event(event: &str, data: serde_json::Value) -> Result<ArgyleEvent, ParseError> {
+    let data: AccountData = from_json(data, "data")?;
+    let failed_event = event == "accounts.failed";
+    let mut observations = match event {
+        "accounts.added" => vec![Observation::Added],
+        "accounts.connected" => vec![Observation::Connected],
+        "accounts.failed" => vec![Observation::Failed(ErrorInfo {
+            code: data.error_code,
+            message: data.error_message,
+        })],
+        "accounts.removed" => vec![Observation::Removed],
+        _ => vec![],
+    };
+    if let Some(connection) = data.resource.and_then(|resource| resource.connection) {
+        observations.extend(connection_observation(connection, failed_event));
+    }
+    Ok(ArgyleEvent::Account {
+        user: UserId(data.user),
+        account: AccountId(data.account),
+        observations,
+    })
+}
+
+/// What `resource.connection` adds; unknown statuses add nothing.
+fn connection_observation(connection: Connection, from_failed_event: bool) -> Option<Observation> {
+    let status = match connection.status.as_deref()? {
+        "connecting" => ConnectionStatus::Connecting,
+        "connected" => ConnectionStatus::Connected,
+        "error" => ConnectionStatus::Error,
+        _ => return None,
+    };
+    let error = ErrorInfo {
+        code: connection.error_code,
+        message: connection.error_message,
+    };
+    Some(match (connection.updated_at, status) {
+        (Some(at), status) => Observation::Connection(TimedConnection {
+            at,
+            status,
+            from_failed_event,
+            error: if status == ConnectionStatus::Error {
+                error
+            } else {
+                ErrorInfo::default()
+            },
+        }),
+        (None, ConnectionStatus::Connecting) => Observation::Added,
+        (None, ConnectionStatus::Connected) => Observation::Connected,
+        (None, ConnectionStatus::Error) => Observation::Failed(error),
+    })
+}
+
+fn reports_ready(data: serde_json::Value) -> Result<ArgyleEvent, ParseError> {
+    let data: ReportsReadyData = from_json(data, "data")?;
+    let (external_id, accounts) = match (data.accounts, data.resource) {
+        (Some(accounts), _) => (data.external_id, accounts),
+        (None, Some(resource)) => match resource.accounts {
+            Some(accounts) => (resource.external_id.or(data.external_id), accounts),
+            None => {
+                return Err(ParseError::new(
+                    "data.resource.accounts",
+                    "missing field `accounts`",
+                ));
+            }
+        },
+        (None, None) => return Err(ParseError::new("data.accounts", "missing field `accounts`")),
+    };
+    Ok(ArgyleEvent::ReportsReady {
+        user: UserId(data.user),
+        external_id: normalize_external_id(external_id.as_deref()),
+        accounts: accounts
+            .into_iter()
+            .map(|account| {
+                let observation = match account.last_synced_at {
+                    Some(at) => Observation::SyncedAt(at),
+                    None => Observation::Synced,
+                };
+                (AccountId(account.id), observation)
+            })
+            .collect(),
+    })
+}
+
+fn report_generated(data: serde_json::Value) -> Result<ArgyleEvent, ParseError> {
+    let data: ReportGeneratedData = from_json(data, "data")?;
+    if data.report_type.trim().is_empty() {
+        return Err(ParseError::new("data.type", "must not be empty"));
+    }
+    Ok(ArgyleEvent::ReportGenerated {
+        user: UserId(data.user),
+        report_type: ReportType::from_argyle(&data.report_type),
+        argyle_report_id: data.report_id.filter(|id| !id.trim().is_empty()),
+    })
+}
+
+fn user_fully_synced(data: serde_json::Value) -> Result<ArgyleEvent, ParseError> {
+    let data: UserFullySyncedData = from_json(data, "data")?;
+    let (external_id, accounts) = match data.resource {
+        Some(resource) => (resource.external_id, resource.accounts_connected),
+        None => (None, vec![]),
+    };
+    Ok(ArgyleEvent::UserFullySynced {
+        user: UserId(data.user),
+        external_id: normalize_external_id(external_id.as_deref()),
+        accounts: accounts.into_iter().map(AccountId).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USER: &str = "018051aa-f7a9-a0db-2f38-6cfa325e9d69";
+    const ACCOUNT: &str = "0187c66e-e7e5-811c-b006-2232f00f426a";
+
+    fn ready_accounts(body: &str) -> (Option<String>, Vec<(AccountId, Observation)>) {
+        match parse(body.as_bytes()).unwrap().event {
+            ArgyleEvent::ReportsReady {
+                external_id,
+                accounts,
+                ..
+            } => (external_id, accounts),
+            other => panic!("expected reports.ready, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn all_three_reports_ready_shapes_are_accepted() {
+        let synced = DateTime::parse_from_rfc3339("2024-01-08T12:58:06.023659Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let expected = vec![(ACCOUNT.parse().unwrap(), Observation::SyncedAt(synced))];
+        let account =
+            format!(r#"{{"id":"{ACCOUNT}","last_synced_at":"2024-01-08T12:58:06.023659Z"}}"#);
+        let plain = format!(
+            r#"{{"event":"reports.ready","data":{{"user":"{USER}","accounts":[{account}]}}}}"#
+        );
+        let null_external = format!(
+            r#"{{"event":"reports.ready","data":{{"user":"{USER}","external_id":null,"accounts":[{account}]}}}}"#
+        );
+        let resource = format!(
+            r#"{{"event":"reports.ready","data":{{"user":"{USER}","resource":{{"user":"{USER}","external_id":"","accounts":[{account}],"documents":[]}}}}}}"#
+        );
+        for body in [plain, null_external, resource] {
+            assert_eq!(ready_accounts(&body), (None, expected.clone()), "{body}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_offending_field() {
+        let body = format!(
+            r#"{{"event":"accounts.connected","data":{{"user":"{USER}","account":"nope"}}}}"#
+        );
+        let error = parse(body.as_bytes()).unwrap_err();
+        assert_eq!(error.path, "data.account");
+
+        let body = format!(
+            r#"{{"event":"reports.ready","data":{{"user":"{USER}","accounts":[{{"id":"{ACCOUNT}","last_synced_at":5}}]}}}}"#
+        );
+        assert_eq!(
+            parse(body.as_bytes()).unwrap_err().path,
+            "data.accounts[0].last_synced_at"
+        );
+
+        assert_eq!(parse(b"[]").unwrap_err().path, "$");
+        assert_eq!(
+            parse(b"{\"data\":{}}").unwrap_err().message,
+            "missing field `event`"
+        );
+        assert_eq!(
+            parse(b"{\"event\":\"reports.generated\"}")
+                .unwrap_err()
+                .path,
+            "data"
+        );
+    }
+
+    #[test]
+    fn unknown_events_and_fields_are_accepted() {
+        let delivery =
+            parse(br#"{"event":"paystubs.partially_synced","name":"x","data":{"anything":1}}"#)
+                .unwrap();
+        assert_eq!(delivery.event, ArgyleEvent::Other);
+        let body = format!(
+            r#"{{"event":"accounts.removed","data":{{"user":"{USER}","account":"{ACCOUNT}","brand_new":[1,2]}}}}"#
+        );
+        assert!(matches!(
+            parse(body.as_bytes()).unwrap().event,
+            ArgyleEvent::Account { .. }
+        ));
+    }
+
+    #[test]
+    fn a_generated_report_may_lack_its_id() {
+        let body = format!(
+            r#"{{"event":"reports.generated","data":{{"user":"{USER}","type":"voe-mortgage"}}}}"#
+        );
+        assert_eq!(
+            parse(body.as_bytes()).unwrap().event,
+            ArgyleEvent::ReportGenerated {
+                user: USER.parse().unwrap(),
+                report_type: ReportType::VoeMortgage,
+                argyle_report_id: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_disconnection_is_read_from_the_resource() {
+        let body = format!(
+            r#"{{"event":"accounts.updated","data":{{"account":"{ACCOUNT}","user":"{USER}","resource":{{"connection":{{"status":"error","error_code":"auth_required","error_message":"m","updated_at":"2024-02-01T09:00:00Z"}}}}}}}}"#
+        );
+        let ArgyleEvent::Account { observations, .. } = parse(body.as_bytes()).unwrap().event
+        else {
+            panic!("expected an account event");
+        };
+        assert!(matches!(
+            &observations[..],
+            [Observation::Connection(TimedConnection {
+                status: ConnectionStatus::Error,
+                from_failed_event: false,
+                ..
+            })]
+        ));
+    }
+}

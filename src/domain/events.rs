@@ -1,0 +1,52 @@
+//! Domain events: what changed, as appended to the ordered event log in the same transaction as
+//! the change itself. Streams and other readers consume them.
+
+use serde::{Deserialize, Serialize};
+
+use super::{AccountId, AccountState, ReadinessState, ReportId, UserId};
+
+/// One change clients care about. The JSON form (tagged by `kind`) is what the log stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DomainEvent {
+    /// An account's derived state changed (`from` is `None` for a new account).
+    AccountChanged {
+        user: UserId,
+        account: AccountId,
+        from: Option<AccountState>,
+        to: AccountState,
+    },
+    /// A user's readiness changed (`from` is `None` for a new user).
+    ReadinessChanged {
+        user: UserId,
+        from: Option<ReadinessState>,
+        to: ReadinessState,
+    },
+    /// A report was generated.
+    ReportGenerated {
+        report: ReportId,
+        user: UserId,
+        report_type: String,
+        argyle_report_id: Option<String>,
+    },
+}
+
+impl DomainEvent {
+    /// The stable kind name stored beside the payload, for filtering without parsing.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DomainEvent::AccountChanged { .. } => "account_changed",
+            DomainEvent::ReadinessChanged { .. } => "readiness_changed",
+            DomainEvent::ReportGenerated { .. } => "report_generated",
+        }
+    }
+
+    /// The user the event is about.
+    pub fn user(&self) -> UserId {
+        match self {
+            DomainEvent::AccountChanged { user, .. }
+            | DomainEvent::ReadinessChanged { user, .. }
+            | DomainEvent::ReportGenerated { user, .. } => *user,
+        }
+    }
+}

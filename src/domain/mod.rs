@@ -1,0 +1,215 @@
+//! Pure domain: identifiers, account and readiness states, the convergent account facts, the
+//! readiness rule, Argyle delivery parsing and signature checks. No I/O and no framework types;
+//! `core` is its only caller.
+
+pub mod account;
+pub mod argyle;
+pub mod events;
+pub mod readiness;
+pub mod signature;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map($name)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// An Argyle user id.
+    UserId
+);
+uuid_id!(
+    /// An Argyle account id.
+    AccountId
+);
+uuid_id!(
+    /// This service's id for a generated report.
+    ReportId
+);
+
+/// The state of one account, derived from its facts (see [`account::AccountFacts::state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountState {
+    Added,
+    Connected,
+    Synced,
+    Failed,
+    Disconnected,
+    Removed,
+}
+
+impl AccountState {
+    pub const ALL: [AccountState; 6] = [
+        AccountState::Added,
+        AccountState::Connected,
+        AccountState::Synced,
+        AccountState::Failed,
+        AccountState::Disconnected,
+        AccountState::Removed,
+    ];
+
+    /// The stable name stored in the database and written in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Added => "added",
+            AccountState::Connected => "connected",
+            AccountState::Synced => "synced",
+            AccountState::Failed => "failed",
+            AccountState::Disconnected => "disconnected",
+            AccountState::Removed => "removed",
+        }
+    }
+}
+
+impl FromStr for AccountState {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownName(s.to_owned()))
+    }
+}
+
+/// Whether a report can be generated for a user now (see [`readiness::user_readiness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessState {
+    NoAccounts,
+    Pending,
+    Ready,
+    Blocked,
+}
+
+impl ReadinessState {
+    pub const ALL: [ReadinessState; 4] = [
+        ReadinessState::NoAccounts,
+        ReadinessState::Pending,
+        ReadinessState::Ready,
+        ReadinessState::Blocked,
+    ];
+
+    /// The stable name stored in the database and written in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadinessState::NoAccounts => "no_accounts",
+            ReadinessState::Pending => "pending",
+            ReadinessState::Ready => "ready",
+            ReadinessState::Blocked => "blocked",
+        }
+    }
+}
+
+impl FromStr for ReadinessState {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownName(s.to_owned()))
+    }
+}
+
+/// A stored name that this version does not know (a newer version wrote it, or the data is damaged).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown name {0:?}")]
+pub struct UnknownName(pub String);
+
+/// An Argyle report type. Unknown future values are kept verbatim in `Other`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReportType {
+    Voie,
+    Voe,
+    VoieMortgage,
+    VoeMortgage,
+    Other(String),
+}
+
+impl ReportType {
+    /// Argyle's spelling of the type.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ReportType::Voie => "voie",
+            ReportType::Voe => "voe",
+            ReportType::VoieMortgage => "voie-mortgage",
+            ReportType::VoeMortgage => "voe-mortgage",
+            ReportType::Other(name) => name,
+        }
+    }
+
+    /// Reads Argyle's spelling; never fails, unknown values become `Other`.
+    pub fn from_argyle(name: &str) -> Self {
+        match name {
+            "voie" => ReportType::Voie,
+            "voe" => ReportType::Voe,
+            "voie-mortgage" => ReportType::VoieMortgage,
+            "voe-mortgage" => ReportType::VoeMortgage,
+            other => ReportType::Other(other.to_owned()),
+        }
+    }
+}
+
+/// An external id as Argyle sends it: `null` and `""` both mean "none".
+pub fn normalize_external_id(value: Option<&str>) -> Option<String> {
+    value
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in AccountState::ALL {
+            assert_eq!(state.as_str().parse::<AccountState>(), Ok(state));
+        }
+        for state in ReadinessState::ALL {
+            assert_eq!(state.as_str().parse::<ReadinessState>(), Ok(state));
+        }
+    }
+
+    #[test]
+    fn unknown_report_types_are_kept_verbatim() {
+        assert_eq!(
+            ReportType::from_argyle("voie-mortgage"),
+            ReportType::VoieMortgage
+        );
+        let future = ReportType::from_argyle("voa");
+        assert_eq!(future, ReportType::Other("voa".into()));
+        assert_eq!(future.as_str(), "voa");
+    }
+
+    #[test]
+    fn null_and_empty_external_ids_mean_none() {
+        assert_eq!(normalize_external_id(None), None);
+        assert_eq!(normalize_external_id(Some("")), None);
+        assert_eq!(normalize_external_id(Some("  ")), None);
+        assert_eq!(normalize_external_id(Some("ext-1")), Some("ext-1".into()));
+    }
+}

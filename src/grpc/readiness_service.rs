@@ -1,0 +1,67 @@
+//! `readiness.v1.ReadinessService`: decode → core → encode.
+
+use tonic::{Request, Response, Status};
+
+use super::pb::get_user_readiness_request::User;
+use super::pb::readiness_service_server::ReadinessService;
+use super::pb::{
+    GetUserReadinessRequest, GetUserReadinessResponse, ListUsersRequest, ListUsersResponse,
+};
+use super::status::invalid_argument;
+use super::{convert, page_token};
+use crate::core::{Core, UserLookup};
+
+pub struct ReadinessApi {
+    core: Core,
+}
+
+impl ReadinessApi {
+    pub fn new(core: Core) -> Self {
+        Self { core }
+    }
+}
+
+#[tonic::async_trait]
+impl ReadinessService for ReadinessApi {
+    async fn get_user_readiness(
+        &self,
+        request: Request<GetUserReadinessRequest>,
+    ) -> Result<Response<GetUserReadinessResponse>, Status> {
+        let lookup = match request.into_inner().user {
+            Some(User::UserId(id)) => UserLookup::Id(convert::uuid_field("user_id", &id)?),
+            Some(User::ExternalId(id)) if !id.trim().is_empty() => UserLookup::ExternalId(id),
+            Some(User::ExternalId(_)) => {
+                return Err(invalid_argument("external_id", "must not be empty"));
+            }
+            None => return Err(invalid_argument("user", "set user_id or external_id")),
+        };
+        let view = self.core.user_readiness(&lookup).await?;
+        Ok(Response::new(GetUserReadinessResponse {
+            user: Some(convert::user(&view)),
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        let request = request.into_inner();
+        let state = convert::readiness_filter(request.state, "state")?;
+        let filter = format!("state={}", request.state);
+        let after = page_token::decode(&request.page_token, &filter)?
+            .map(|key| convert::uuid_field("page_token", &key))
+            .transpose()?;
+        let page = self
+            .core
+            .list_users(state, after, page_token::page_size(request.page_size)?)
+            .await?;
+        let next_page_token = match page.items.last() {
+            Some(last) if page.more => page_token::encode(&filter, &last.user.user_id.to_string()),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListUsersResponse {
+            users: page.items.iter().map(convert::user).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,36 @@
+//! The one mapping from core errors to gRPC statuses. Internal causes are logged with their
+//! chain and never sent to the client.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::core::CoreError;
+use crate::http::error_chain;
+
+/// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming the field.
+pub fn invalid_argument(field: &str, reason: impl Into<String>) -> Status {
+    let reason = reason.into();
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{field}: {reason}"),
+        ErrorDetails::with_bad_request_violation(field, reason),
+    )
+}
+
+impl From<CoreError> for Status {
+    fn from(error: CoreError) -> Self {
+        match error {
+            CoreError::InvalidArgument { field, reason } => invalid_argument(field, reason),
+            CoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            CoreError::FailedPrecondition(message) => Status::failed_precondition(message),
+            CoreError::Unavailable(_) => {
+                tracing::warn!(error = %error_chain(&error), "gRPC request failed");
+                Status::unavailable("the database is unavailable; retry later")
+            }
+            CoreError::Internal(_) => {
+                tracing::error!(error = %error_chain(&error), "gRPC request failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

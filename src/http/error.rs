@@ -1,0 +1,90 @@
+//! The one mapping from ingress failures to HTTP answers: a status and a JSON body
+//! `{"error": "<code>", "message": "..."}`. Internal causes are logged here, never echoed.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::core::CoreError;
+use crate::domain::signature::SignatureError;
+
+/// Why a webhook was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Signature(#[from] SignatureError),
+    #[error("the body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("content type must be application/json, got {0}")]
+    UnsupportedMediaType(String),
+    #[error("the body could not be read: {0}")]
+    UnreadableBody(String),
+    #[error("{reason}")]
+    InvalidEvent { reason: String, delivery_id: i64 },
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::UnreadableBody(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
+            ApiError::InvalidEvent { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
+            ApiError::Core(CoreError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+            }
+            ApiError::Core(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// Seconds a sender should wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            ApiError::Core(error) => {
+                tracing::error!(error = %error_chain(error), "webhook not stored");
+                match error {
+                    CoreError::Unavailable(_) => {
+                        "the database is unavailable; retry later".to_owned()
+                    }
+                    _ => "internal error".to_owned(),
+                }
+            }
+            other => other.to_string(),
+        };
+        let mut body = json!({ "error": code, "message": message });
+        if let ApiError::InvalidEvent { delivery_id, .. } = &self {
+            body["delivery_id"] = json!(delivery_id);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+/// An error and all its causes on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,86 @@
+//! `POST /webhooks/argyle`: size limit, content type, signature, then the core. The body is
+//! handled as raw bytes until its signature is verified; it is never re-serialised.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use super::{ApiError, HttpState};
+use crate::core::Outcome;
+use crate::domain::signature;
+
+/// The header Argyle signs deliveries with.
+const SIGNATURE_HEADER: &str = "x-argyle-signature";
+
+pub async fn receive(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let limit = state.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    check_content_type(&headers)?;
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(ApiError::TooLarge { limit });
+        }
+        Err(error) => return Err(ApiError::UnreadableBody(error.to_string())),
+    };
+
+    let verified = signature::verify(
+        &state.secrets,
+        headers.get(SIGNATURE_HEADER).map(|value| value.as_bytes()),
+        body,
+    )?;
+    let report = state.core.ingest(verified).await?;
+    let status = match report.outcome {
+        Outcome::Applied { .. } => "applied",
+        Outcome::Ignored => "ignored",
+        Outcome::Duplicate => "duplicate",
+        Outcome::Rejected { reason } => {
+            return Err(ApiError::InvalidEvent {
+                reason,
+                delivery_id: report.delivery_id,
+            });
+        }
+    };
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "status": status,
+            "delivery_id": report.delivery_id,
+            "event": report.event_name,
+        })),
+    ))
+}
+
+/// Accepts `application/json` (with parameters such as `charset`) and `application/*+json`.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType("nothing".into()));
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!("{text:?}")))
+    }
+}

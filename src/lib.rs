@@ -1,0 +1,22 @@
+//! readiness: turns Argyle payroll webhooks into a per-user answer to "can a verification report
+//! be generated now?", and records every generated report, served over gRPC (`readiness.v1`).
+//!
+//! # Layout
+//! - [`domain`]: pure types and rules: account facts and states, the readiness rule, Argyle
+//!   delivery parsing, signatures, domain events. No I/O.
+//! - [`core`]: use cases (apply a delivery in one transaction, answer queries); the only thing
+//!   the transports call.
+//! - [`store`]: sea-orm entities, migrations, row ↔ domain conversions.
+//! - [`http`]: axum ingress: `POST /webhooks/argyle`, health probes.
+//! - [`grpc`]: tonic services over `core`, pb ↔ domain conversions, one `Status` mapping.
+//! - [`config`], [`telemetry`], [`app`], [`cli`]: settings, logging, start-up and shutdown, commands.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod domain;
+pub mod grpc;
+pub mod http;
+pub mod store;
+pub mod telemetry;

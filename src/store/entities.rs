@@ -1,0 +1,124 @@
+//! sea-orm entities, one module per table. Rows hold strings and JSON; `super` converts them to
+//! domain types.
+
+pub mod delivery {
+    use sea_orm::entity::prelude::*;
+
+    /// One raw webhook delivery as received, unique by the SHA-256 of its body.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deliveries")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub body_sha256: String,
+        pub body: Vec<u8>,
+        pub event_name: Option<String>,
+        pub subscription: Option<String>,
+        pub user_id: Option<String>,
+        pub status: String,
+        pub error: Option<String>,
+        pub received_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod user {
+    use sea_orm::entity::prelude::*;
+
+    /// A payroll user and their derived readiness.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        pub external_id: Option<String>,
+        pub state: String,
+        pub state_since: DateTimeUtc,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod account {
+    use sea_orm::entity::prelude::*;
+
+    /// A payroll account: its facts (JSON) and the state derived from them.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "accounts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub account_id: String,
+        pub user_id: String,
+        pub state: String,
+        #[sea_orm(column_type = "Text")]
+        pub facts: String,
+        pub error_code: Option<String>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub error_message: Option<String>,
+        pub last_synced_at: Option<DateTimeUtc>,
+        pub first_seen_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod report {
+    use sea_orm::entity::prelude::*;
+
+    /// A generated report; `seq` orders reports for pagination.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "reports")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        #[sea_orm(unique)]
+        pub id: String,
+        #[sea_orm(unique)]
+        pub argyle_report_id: Option<String>,
+        pub user_id: String,
+        pub report_type: String,
+        pub generated_at: DateTimeUtc,
+        pub delivery_id: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod event {
+    use sea_orm::entity::prelude::*;
+
+    /// One entry of the ordered event log.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub kind: String,
+        pub user_id: String,
+        #[sea_orm(column_type = "Text")]
+        pub payload: String,
+        pub recorded_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,228 @@
+//! The initial schema: the delivery inbox, users, accounts, reports and the event log.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Deliveries {
+    Table,
+    Id,
+    BodySha256,
+    Body,
+    EventName,
+    Subscription,
+    UserId,
+    Status,
+    Error,
+    ReceivedAt,
+}
+
+#[derive(DeriveIden)]
+enum Users {
+    Table,
+    UserId,
+    ExternalId,
+    State,
+    StateSince,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Accounts {
+    Table,
+    AccountId,
+    UserId,
+    State,
+    Facts,
+    ErrorCode,
+    ErrorMessage,
+    LastSyncedAt,
+    FirstSeenAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Reports {
+    Table,
+    Seq,
+    Id,
+    ArgyleReportId,
+    UserId,
+    ReportType,
+    GeneratedAt,
+    DeliveryId,
+}
+
+#[derive(DeriveIden)]
+enum Events {
+    Table,
+    Seq,
+    Kind,
+    UserId,
+    Payload,
+    RecordedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Deliveries::Table)
+                    .col(big_pk_auto(Deliveries::Id))
+                    .col(string_uniq(Deliveries::BodySha256))
+                    .col(blob(Deliveries::Body))
+                    .col(string_null(Deliveries::EventName))
+                    .col(string_null(Deliveries::Subscription))
+                    .col(string_null(Deliveries::UserId))
+                    .col(string(Deliveries::Status))
+                    .col(text_null(Deliveries::Error))
+                    .col(timestamp_with_time_zone(Deliveries::ReceivedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("deliveries_status_id")
+                    .table(Deliveries::Table)
+                    .col(Deliveries::Status)
+                    .col(Deliveries::Id)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Users::Table)
+                    .col(string(Users::UserId).primary_key())
+                    .col(string_null(Users::ExternalId))
+                    .col(string(Users::State))
+                    .col(timestamp_with_time_zone(Users::StateSince))
+                    .col(timestamp_with_time_zone(Users::CreatedAt))
+                    .col(timestamp_with_time_zone(Users::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("users_external_id")
+                    .table(Users::Table)
+                    .col(Users::ExternalId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("users_state_user_id")
+                    .table(Users::Table)
+                    .col(Users::State)
+                    .col(Users::UserId)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Accounts::Table)
+                    .col(string(Accounts::AccountId).primary_key())
+                    .col(string(Accounts::UserId))
+                    .col(string(Accounts::State))
+                    .col(text(Accounts::Facts))
+                    .col(string_null(Accounts::ErrorCode))
+                    .col(text_null(Accounts::ErrorMessage))
+                    .col(timestamp_with_time_zone_null(Accounts::LastSyncedAt))
+                    .col(timestamp_with_time_zone(Accounts::FirstSeenAt))
+                    .col(timestamp_with_time_zone(Accounts::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("accounts_user_id")
+                    .table(Accounts::Table)
+                    .col(Accounts::UserId)
+                    .col(Accounts::AccountId)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Reports::Table)
+                    .col(big_pk_auto(Reports::Seq))
+                    .col(string_uniq(Reports::Id))
+                    .col(string_null(Reports::ArgyleReportId).unique_key())
+                    .col(string(Reports::UserId))
+                    .col(string(Reports::ReportType))
+                    .col(timestamp_with_time_zone(Reports::GeneratedAt))
+                    .col(big_integer(Reports::DeliveryId))
+                    .to_owned(),
+            )
+            .await?;
+        for (name, column) in [
+            ("reports_user_id_seq", Reports::UserId),
+            ("reports_type_seq", Reports::ReportType),
+        ] {
+            manager
+                .create_index(
+                    Index::create()
+                        .name(name)
+                        .table(Reports::Table)
+                        .col(column)
+                        .col(Reports::Seq)
+                        .to_owned(),
+                )
+                .await?;
+        }
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Events::Table)
+                    .col(big_pk_auto(Events::Seq))
+                    .col(string(Events::Kind))
+                    .col(string(Events::UserId))
+                    .col(text(Events::Payload))
+                    .col(timestamp_with_time_zone(Events::RecordedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("events_user_id_seq")
+                    .table(Events::Table)
+                    .col(Events::UserId)
+                    .col(Events::Seq)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            Events::Table.into_iden(),
+            Reports::Table.into_iden(),
+            Accounts::Table.into_iden(),
+            Users::Table.into_iden(),
+            Deliveries::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! Schema migrations, written with the schema builder so they run unchanged on SQLite and
+//! PostgreSQL. One migration per file; never edit one that has shipped.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_initial;
+
+/// Every migration, in order. Run at start-up by [`super::connect`].
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_initial::Migration)]
+    }
+}
