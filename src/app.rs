@@ -54,6 +54,11 @@ impl App {
         })
     }
 
+    /// The application core (tests and tools inspect the store through it).
+    pub fn core(&self) -> Core {
+        self.core.clone()
+    }
+
     /// The bound HTTP address (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_listener
@@ -111,35 +116,31 @@ impl App {
         ));
 
         // Whichever ends first (a signal or a failed server) stops the other.
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => None,
-            result = &mut http => Some(("HTTP", result)),
-            result = &mut grpc => Some(("gRPC", result)),
-        };
+        let (mut http_done, mut grpc_done) = (None, None);
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            result = &mut http => http_done = Some(result),
+            result = &mut grpc => grpc_done = Some(result),
+        }
         shutdown.cancel();
         grpc::set_health(&reporter, false).await;
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
 
         let drained = tokio::time::timeout(grace, async {
-            let mut failure = None;
-            if let Some((name, result)) = first {
-                failure = outcome(name, result).err();
-            }
-            if !http.is_finished() || failure.is_none() {
-                if let Err(error) = outcome("HTTP", (&mut http).await) {
-                    failure.get_or_insert(error);
-                }
-            }
-            if let Err(error) = outcome("gRPC", (&mut grpc).await) {
-                failure.get_or_insert(error);
-            }
-            failure
+            let http_result = match http_done {
+                Some(result) => result,
+                None => (&mut http).await,
+            };
+            let grpc_result = match grpc_done {
+                Some(result) => result,
+                None => (&mut grpc).await,
+            };
+            outcome("HTTP", http_result).and(outcome("gRPC", grpc_result))
         })
         .await;
         probe.abort();
         let result = match drained {
-            Ok(None) => Ok(()),
-            Ok(Some(error)) => Err(error),
+            Ok(result) => result,
             Err(_) => {
                 http.abort();
                 grpc.abort();

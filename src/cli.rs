@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP (webhooks, probes) and gRPC servers until SIGINT/SIGTERM.
     Serve(ServeArgs),
+    /// Print the effective settings of `serve` (same flags) as JSON, secrets redacted.
+    Config(ServeArgs),
     /// Print the X-Argyle-Signature (hex HMAC-SHA512) of a body, as Argyle computes it.
     Sign(SignArgs),
 }

@@ -130,6 +130,16 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The settings as JSON with every secret and database password replaced, safe to print.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        value["database_url"] = redact_url(&self.database_url).into();
+        value["argyle_secrets"] = serde_json::json!(vec!["<redacted>"; self.argyle_secrets.len()]);
+        value
+    }
+}
+
 /// Accepts `"a,b"` (environment, flags) or `["a", "b"]` (TOML).
 fn secrets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Secret>, D::Error> {
     #[derive(Deserialize)]

@@ -15,6 +15,11 @@ use readiness::telemetry;
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Config(args) => {
+            let settings = Settings::load(args.config.as_deref(), &args)?;
+            println!("{}", serde_json::to_string_pretty(&settings.redacted())?);
+            Ok(())
+        }
         Command::Sign(args) => sign_body(args),
     }
 }
@@ -24,37 +29,37 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(settings.log_format);
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let app = App::build(settings).await?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        cancel_on_signal(shutdown.clone())?;
+        let app = App::build(settings).await?;
         app.run(shutdown).await
     })
 }
 
-/// Cancels `shutdown` on SIGINT or SIGTERM.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
+/// Cancels `shutdown` on SIGINT or SIGTERM. The handlers are registered before this returns,
+/// so a signal that arrives once the service is up is never missed.
+#[cfg(unix)]
+fn cancel_on_signal(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::spawn(async move {
         tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("signal received");
-    shutdown.cancel();
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn cancel_on_signal(shutdown: CancellationToken) -> anyhow::Result<()> {
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+    });
+    Ok(())
 }
 
 fn sign_body(args: SignArgs) -> anyhow::Result<()> {

@@ -440,8 +440,9 @@ mod tests {
 
     /// Observations for up to three accounts of one user, the same list shuffled with some
     /// entries delivered again.
-    fn deliveries_and_a_reordering()
-    -> impl Strategy<Value = (Vec<(usize, Observation)>, Vec<(usize, Observation)>)> {
+    type Deliveries = Vec<(usize, Observation)>;
+
+    fn deliveries_and_a_reordering() -> impl Strategy<Value = (Deliveries, Deliveries)> {
         proptest::collection::vec((0usize..3, observation()), 0..12).prop_flat_map(|deliveries| {
             let len = deliveries.len();
             let duplicates = proptest::collection::vec(0..len.max(1), 0..4);

@@ -102,10 +102,11 @@ impl TryFrom<entities::account::Model> for AccountRecord {
             table: "accounts",
             detail: format!("facts of {}: {error}", row.account_id),
         })?;
-        let error = (row.error_code.is_some() || row.error_message.is_some()).then(|| ErrorInfo {
-            code: row.error_code,
-            message: row.error_message,
-        });
+        let error =
+            (row.error_code.is_some() || row.error_message.is_some()).then_some(ErrorInfo {
+                code: row.error_code,
+                message: row.error_message,
+            });
         Ok(Self {
             account_id: parse_id("accounts", &row.account_id)?,
             user_id: parse_id("accounts", &row.user_id)?,

@@ -1,0 +1,13 @@
+//! Black-box integration tests: each test starts the real service on random ports, against a
+//! temporary SQLite file, or a fresh PostgreSQL database when `READINESS_TEST_DATABASE_URL`
+//! names a server (`.ci/run` runs the suite both ways).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod grpc_queries;
+mod grpcurl;
+mod helpers;
+mod readiness_scenarios;
+mod reports;
+mod webhook_answers;
