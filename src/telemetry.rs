@@ -1,6 +1,8 @@
 //! Logging set-up: a `RUST_LOG`-style filter (default `info`, with sqlx quieted) and text or JSON
 //! output on stderr. Never given secrets or raw webhook bodies to print.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt;
 use tracing_subscriber::prelude::*;

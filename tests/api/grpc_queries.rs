@@ -201,3 +201,31 @@ async fn grpc_health_reports_our_services_as_serving() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn grpc_health_turns_not_serving_when_the_database_is_lost() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let app = TestApp::spawn().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+
+    app.core.db().close_by_ref().await.unwrap();
+
+    let mut status = ServingStatus::Serving;
+    for _ in 0..100 {
+        let request = HealthCheckRequest {
+            service: "readiness.v1.ReadinessService".into(),
+        };
+        status = health.check(request).await.unwrap().into_inner().status();
+        if status == ServingStatus::NotServing {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, ServingStatus::NotServing);
+}
