@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, redact_url};
-use crate::core::Core;
+use crate::core::{Core, StreamOptions};
 use crate::grpc;
 use crate::http::{self, HttpState};
 use crate::store::{self, StoreOptions};
@@ -46,9 +46,18 @@ impl App {
         let grpc_listener = TcpListener::bind(settings.grpc_addr)
             .await
             .with_context(|| format!("binding gRPC address {}", settings.grpc_addr))?;
+        let streams = StreamOptions {
+            poll_interval: Duration::from_millis(settings.stream_poll_ms),
+            heartbeat_interval: Duration::from_millis(settings.stream_heartbeat_ms),
+            broadcast_capacity: settings.stream_broadcast_capacity,
+            ..StreamOptions::default()
+        };
+        let core = Core::start(db, streams)
+            .await
+            .context("starting the event log follower")?;
         Ok(Self {
             settings,
-            core: Core::new(db),
+            core,
             http_listener,
             grpc_listener,
         })
@@ -123,6 +132,8 @@ impl App {
             result = &mut grpc => grpc_done = Some(result),
         }
         shutdown.cancel();
+        // Ends open streams, or tonic's drain would wait for them forever.
+        self.core.shutdown();
         grpc::set_health(&reporter, false).await;
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
 

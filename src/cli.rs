@@ -65,6 +65,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Stream heartbeat interval, ms [env: READINESS_STREAM_HEARTBEAT_MS] [default: 15000]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_heartbeat_ms: Option<u64>,
+    /// Event-log poll interval, ms [env: READINESS_STREAM_POLL_MS] [default: 1000]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_poll_ms: Option<u64>,
+    /// Live events kept in memory for subscribers [env: READINESS_STREAM_BROADCAST_CAPACITY] [default: 4096]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_broadcast_capacity: Option<usize>,
     /// Log format [env: READINESS_LOG_FORMAT] [default: text]
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -44,6 +44,14 @@ pub struct Settings {
     pub database_timeout_secs: u64,
     /// Seconds that shutdown waits for in-flight requests before giving up. Default 10.
     pub shutdown_grace_secs: u64,
+    /// Milliseconds a stream may stay silent before it sends a heartbeat. Default 15000.
+    pub stream_heartbeat_ms: u64,
+    /// Milliseconds between event-log polls when no commit or NOTIFY woke the follower (the
+    /// fallback for missed wake-ups). Default 1000.
+    pub stream_poll_ms: u64,
+    /// Events held in memory for live subscribers (shared by all of them); a subscriber further
+    /// behind reads from the database instead. Default 4096.
+    pub stream_broadcast_capacity: usize,
     /// Log format: `text` or `json`. Default `text`. The filter comes from `RUST_LOG`
     /// (default `info`).
     pub log_format: LogFormat,
@@ -60,6 +68,9 @@ impl Default for Settings {
             database_max_connections: 10,
             database_timeout_secs: 5,
             shutdown_grace_secs: 10,
+            stream_heartbeat_ms: 15_000,
+            stream_poll_ms: 1_000,
+            stream_broadcast_capacity: 4096,
             log_format: LogFormat::Text,
         }
     }
@@ -76,6 +87,9 @@ impl fmt::Debug for Settings {
             .field("database_max_connections", &self.database_max_connections)
             .field("database_timeout_secs", &self.database_timeout_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("stream_heartbeat_ms", &self.stream_heartbeat_ms)
+            .field("stream_poll_ms", &self.stream_poll_ms)
+            .field("stream_broadcast_capacity", &self.stream_broadcast_capacity)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -104,8 +118,8 @@ pub enum ConfigError {
         "no webhook secret configured: set READINESS_ARGYLE_SECRETS (comma-separated) or --argyle-secrets"
     )]
     NoSecrets,
-    #[error("max_body_bytes must be at least 1")]
-    ZeroBodyLimit,
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
 }
 
 impl Settings {
@@ -123,8 +137,22 @@ impl Settings {
         if settings.argyle_secrets.is_empty() {
             return Err(ConfigError::NoSecrets);
         }
-        if settings.max_body_bytes == 0 {
-            return Err(ConfigError::ZeroBodyLimit);
+        for (name, value) in [
+            ("max_body_bytes", settings.max_body_bytes as u64),
+            (
+                "database_max_connections",
+                u64::from(settings.database_max_connections),
+            ),
+            ("stream_heartbeat_ms", settings.stream_heartbeat_ms),
+            ("stream_poll_ms", settings.stream_poll_ms),
+            (
+                "stream_broadcast_capacity",
+                settings.stream_broadcast_capacity as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
         }
         Ok(settings)
     }

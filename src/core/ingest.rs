@@ -135,6 +135,9 @@ impl Core {
             }
         };
         txn.commit().await?;
+        if matches!(outcome, Outcome::Applied { events } if events > 0) {
+            self.log.committed();
+        }
         Ok(IngestReport {
             delivery_id,
             event_name,
@@ -454,7 +457,8 @@ async fn insert_report(
     )
 }
 
-/// Appends events to the log in the caller's transaction.
+/// Appends events to the log in the caller's transaction, under the append lock that makes
+/// sequence order equal commit order (see `core::log`).
 async fn append_events(
     txn: &impl ConnectionTrait,
     now: DateTime<Utc>,
@@ -481,6 +485,8 @@ async fn append_events(
             })
         })
         .collect::<Result<Vec<_>, CoreError>>()?;
+    super::log::lock_for_append(txn).await?;
+    super::log::notify_replicas(txn).await?;
     event::Entity::insert_many(rows)
         .exec_without_returning(txn)
         .await?;

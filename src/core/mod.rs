@@ -2,6 +2,7 @@
 //! `http` and `grpc` call; it owns the database handle and speaks domain types.
 
 mod ingest;
+pub mod log;
 mod queries;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::sync::Mutex;
 use crate::store::{self, StoreError};
 
 pub use ingest::{IngestReport, Outcome};
+pub use log::{Cursor, EventFilter, LoggedEvent, Start, StreamItem, StreamOptions};
 pub use queries::{Page, ReportFilter, ReportLookup, UserLookup, UserView};
 
 /// Why a use case failed, in terms both transports map once.
@@ -29,6 +31,9 @@ pub enum CoreError {
     /// The request is well-formed but cannot be answered in the current state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The service is shutting down; retry against another replica or after restart.
+    #[error("the service is shutting down; resume from your last cursor")]
+    ShuttingDown,
     /// A bug or damaged data; never the caller's fault.
     #[error("internal error")]
     Internal(#[source] StoreError),
@@ -56,12 +61,26 @@ pub struct Core {
     /// SQLite allows one writer: serialising writes in-process avoids `SQLITE_BUSY` on lock
     /// upgrades. PostgreSQL needs none (rows are locked per user instead).
     write_lock: Option<Arc<Mutex<()>>>,
+    /// The event log's follower and live broadcast, shared by every stream of this process.
+    log: Arc<log::LogShared>,
 }
 
 impl Core {
-    pub fn new(db: DatabaseConnection) -> Self {
+    /// Wraps the database and starts this process's event log follower.
+    pub async fn start(db: DatabaseConnection, streams: StreamOptions) -> Result<Self, CoreError> {
         let write_lock = store::is_sqlite(&db).then(|| Arc::new(Mutex::new(())));
-        Self { db, write_lock }
+        let core = Self {
+            db,
+            write_lock,
+            log: log::LogShared::new(streams),
+        };
+        core.start_follower().await?;
+        Ok(core)
+    }
+
+    /// Stops the follower and ends every open stream (they tell clients to resume elsewhere).
+    pub fn shutdown(&self) {
+        self.log.stop();
     }
 
     /// The database handle, for health checks and shutdown.

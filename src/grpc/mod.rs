@@ -6,6 +6,7 @@ mod page_token;
 mod readiness_service;
 mod report_service;
 mod status;
+mod streams;
 
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;

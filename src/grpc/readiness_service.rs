@@ -6,8 +6,10 @@ use super::pb::get_user_readiness_request::User;
 use super::pb::readiness_service_server::ReadinessService;
 use super::pb::{
     GetUserReadinessRequest, GetUserReadinessResponse, ListUsersRequest, ListUsersResponse,
+    WatchReadinessRequest, WatchReadinessResponse,
 };
 use super::status::invalid_argument;
+use super::streams::{self, ServerStream};
 use super::{convert, page_token};
 use crate::core::{Core, UserLookup};
 
@@ -23,6 +25,16 @@ impl ReadinessApi {
 
 #[tonic::async_trait]
 impl ReadinessService for ReadinessApi {
+    type WatchReadinessStream = ServerStream<WatchReadinessResponse>;
+
+    async fn watch_readiness(
+        &self,
+        request: Request<WatchReadinessRequest>,
+    ) -> Result<Response<Self::WatchReadinessStream>, Status> {
+        let stream = streams::watch_readiness(&self.core, request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
     async fn get_user_readiness(
         &self,
         request: Request<GetUserReadinessRequest>,

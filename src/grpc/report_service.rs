@@ -4,8 +4,12 @@ use tonic::{Request, Response, Status};
 
 use super::pb::get_report_request::Report;
 use super::pb::report_service_server::ReportService;
-use super::pb::{GetReportRequest, GetReportResponse, ListReportsRequest, ListReportsResponse};
+use super::pb::{
+    GetReportRequest, GetReportResponse, ListReportsRequest, ListReportsResponse,
+    StreamReportEventsRequest, StreamReportEventsResponse,
+};
 use super::status::invalid_argument;
+use super::streams::{self, ServerStream};
 use super::{convert, page_token};
 use crate::core::{Core, ReportFilter, ReportLookup};
 
@@ -21,6 +25,16 @@ impl ReportApi {
 
 #[tonic::async_trait]
 impl ReportService for ReportApi {
+    type StreamReportEventsStream = ServerStream<StreamReportEventsResponse>;
+
+    async fn stream_report_events(
+        &self,
+        request: Request<StreamReportEventsRequest>,
+    ) -> Result<Response<Self::StreamReportEventsStream>, Status> {
+        let stream = streams::stream_report_events(&self.core, request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
     async fn get_report(
         &self,
         request: Request<GetReportRequest>,

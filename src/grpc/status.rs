@@ -23,6 +23,7 @@ impl From<CoreError> for Status {
             CoreError::InvalidArgument { field, reason } => invalid_argument(field, reason),
             CoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
             CoreError::FailedPrecondition(message) => Status::failed_precondition(message),
+            CoreError::ShuttingDown => Status::unavailable(error.to_string()),
             CoreError::Unavailable(_) => {
                 tracing::warn!(error = %error_chain(&error), "gRPC request failed");
                 Status::unavailable("the database is unavailable; retry later")

@@ -36,7 +36,7 @@ impl ApiError {
             }
             ApiError::UnreadableBody(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
             ApiError::InvalidEvent { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
-            ApiError::Core(CoreError::Unavailable(_)) => {
+            ApiError::Core(CoreError::Unavailable(_) | CoreError::ShuttingDown) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
             }
             ApiError::Core(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -54,7 +54,7 @@ impl IntoResponse for ApiError {
             ApiError::Core(error) => {
                 tracing::error!(error = %error_chain(error), "webhook not stored");
                 match error {
-                    CoreError::Unavailable(_) => {
+                    CoreError::Unavailable(_) | CoreError::ShuttingDown => {
                         "the database is unavailable; retry later".to_owned()
                     }
                     _ => "internal error".to_owned(),

@@ -2,6 +2,7 @@
 //! assertions about what was (not) written.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use readiness::app::App;
@@ -100,7 +101,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     shutdown: CancellationToken,
     server: Option<JoinHandle<anyhow::Result<()>>>,
-    _database: TestDatabase,
+    database: Arc<TestDatabase>,
+    settings: Settings,
 }
 
 impl TestApp {
@@ -110,6 +112,40 @@ impl TestApp {
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         let (database, url) = TestDatabase::create().await;
+        Self::start(Arc::new(database), url, adjust).await
+    }
+
+    /// Another replica on the same database.
+    pub async fn replica(&self, adjust: impl FnOnce(&mut Settings)) -> Self {
+        Self::start(
+            self.database.clone(),
+            self.settings.database_url.clone(),
+            adjust,
+        )
+        .await
+    }
+
+    /// True when the tests run against PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        matches!(*self.database, TestDatabase::Postgres { .. })
+    }
+
+    /// Stops the service and starts it again on the same database and settings.
+    pub async fn restart(mut self) -> Self {
+        let (database, settings) = (self.database.clone(), self.settings.clone());
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        let url = settings.database_url.clone();
+        Self::start(database, url, |s| *s = settings).await
+    }
+
+    async fn start(
+        database: Arc<TestDatabase>,
+        url: String,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
         let mut settings = Settings {
             database_url: url,
             http_addr: "127.0.0.1:0".parse().unwrap(),
@@ -120,7 +156,7 @@ impl TestApp {
             ..Settings::default()
         };
         adjust(&mut settings);
-        let app = App::build(settings).await.expect("app builds");
+        let app = App::build(settings.clone()).await.expect("app builds");
         let (http, grpc, core) = (app.http_addr(), app.grpc_addr(), app.core());
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run(shutdown.clone()));
@@ -134,7 +170,8 @@ impl TestApp {
                 .unwrap(),
             shutdown,
             server: Some(server),
-            _database: database,
+            database,
+            settings,
         }
     }
 

@@ -10,4 +10,5 @@ mod grpcurl;
 mod helpers;
 mod readiness_scenarios;
 mod reports;
+mod streams;
 mod webhook_answers;

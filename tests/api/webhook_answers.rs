@@ -10,7 +10,7 @@ use crate::helpers::{SECRET, TestApp, body, new_id};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/argyle-recorded")
+        .join("tests/fixtures/argyle-recorded")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }

@@ -1,0 +1,198 @@
+//! The two server streams, `WatchReadiness` and `StreamReportEvents`: request → start position
+//! and filter → `core::subscribe` → pb messages. Delivery semantics live in `core::log`.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio_stream::Stream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::convert;
+use super::pb;
+use super::status::invalid_argument;
+use crate::core::{Core, Cursor, EventFilter, LoggedEvent, Start, StreamItem, UserLookup};
+use crate::domain::events::DomainEvent;
+use crate::domain::{ReportId, ReportType, UserId};
+use crate::store::ReportRecord;
+
+/// A boxed server stream, as tonic's generated traits want it.
+pub type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The start of a stream: a cursor wins over the start position; one of them is required.
+pub fn start(position: i32, after_cursor: &str) -> Result<Start, Status> {
+    if !after_cursor.trim().is_empty() {
+        return Cursor::decode(after_cursor)
+            .map(Start::After)
+            .ok_or_else(|| {
+                invalid_argument("after_cursor", "not a cursor issued by this service")
+            });
+    }
+    match pb::StartPosition::try_from(position) {
+        Ok(pb::StartPosition::Beginning) => Ok(Start::Beginning),
+        Ok(pb::StartPosition::Now) => Ok(Start::Now),
+        Ok(pb::StartPosition::Unspecified) => Err(invalid_argument(
+            "start",
+            "choose START_POSITION_BEGINNING or START_POSITION_NOW, or resume with after_cursor",
+        )),
+        Err(_) => Err(invalid_argument(
+            "start",
+            format!("unknown start position {position}"),
+        )),
+    }
+}
+
+/// The user a stream is limited to, if any: by id, or by external id resolved now.
+pub async fn user_filter(
+    core: &Core,
+    user_id: &str,
+    external_id: &str,
+) -> Result<Option<UserId>, Status> {
+    match (user_id.trim(), external_id.trim()) {
+        ("", "") => Ok(None),
+        (id, "") => Ok(Some(convert::uuid_field("user_id", id)?)),
+        ("", external) => {
+            let view = core
+                .user_readiness(&UserLookup::ExternalId(external.to_owned()))
+                .await?;
+            Ok(Some(view.user.user_id))
+        }
+        _ => Err(invalid_argument(
+            "external_id",
+            "set user_id or external_id, not both",
+        )),
+    }
+}
+
+fn heartbeat(cursor: Cursor) -> pb::Heartbeat {
+    pb::Heartbeat {
+        cursor: cursor.encode(),
+        sent_at: Some(convert::timestamp(Utc::now())),
+    }
+}
+
+/// Opens `WatchReadiness`.
+pub async fn watch_readiness(
+    core: &Core,
+    request: pb::WatchReadinessRequest,
+) -> Result<ServerStream<pb::WatchReadinessResponse>, Status> {
+    use pb::watch_readiness_response::Message;
+    let start = start(request.start, &request.after_cursor)?;
+    let user = user_filter(core, &request.user_id, &request.external_id).await?;
+    let states = request
+        .states
+        .iter()
+        .map(|&state| match convert::readiness_filter(state, "states")? {
+            Some(state) => Ok(state),
+            None => Err(invalid_argument(
+                "states",
+                "READINESS_STATE_UNSPECIFIED is not a state",
+            )),
+        })
+        .collect::<Result<HashSet<_>, Status>>()?;
+    let filter: EventFilter = Arc::new(move |event| match event {
+        DomainEvent::ReadinessChanged {
+            user: changed, to, ..
+        } => user.is_none_or(|user| user == *changed) && (states.is_empty() || states.contains(to)),
+        _ => false,
+    });
+    let items = core.subscribe(start, filter).await?;
+    Ok(Box::pin(ReceiverStream::new(items).map(|item| {
+        let message = match item.map_err(Status::from)? {
+            StreamItem::Event(logged) => Message::Change(readiness_change(&logged)?),
+            StreamItem::CaughtUp(cursor) => Message::CaughtUp(pb::CaughtUp {
+                cursor: cursor.encode(),
+            }),
+            StreamItem::Heartbeat(cursor) => Message::Heartbeat(heartbeat(cursor)),
+        };
+        Ok(pb::WatchReadinessResponse {
+            message: Some(message),
+        })
+    })))
+}
+
+fn readiness_change(logged: &LoggedEvent) -> Result<pb::ReadinessChange, Status> {
+    let DomainEvent::ReadinessChanged { user, from, to } = &logged.event else {
+        return Err(Status::internal("filter passed an event of another kind"));
+    };
+    Ok(pb::ReadinessChange {
+        event_id: logged.seq.to_string(),
+        cursor: Cursor(logged.seq).encode(),
+        user_id: user.to_string(),
+        previous_state: from
+            .map_or(pb::ReadinessState::Unspecified, convert::readiness_state)
+            .into(),
+        state: convert::readiness_state(*to).into(),
+        changed_at: Some(convert::timestamp(logged.recorded_at)),
+    })
+}
+
+/// Opens `StreamReportEvents`.
+pub async fn stream_report_events(
+    core: &Core,
+    request: pb::StreamReportEventsRequest,
+) -> Result<ServerStream<pb::StreamReportEventsResponse>, Status> {
+    use pb::stream_report_events_response::Message;
+    let start = start(request.start, &request.after_cursor)?;
+    let user = user_filter(core, &request.user_id, &request.external_id).await?;
+    let type_filter = convert::report_type_filter(request.r#type)?;
+    let type_name = (!request.type_name.is_empty()).then(|| request.type_name.clone());
+    let filter: EventFilter = Arc::new(move |event| match event {
+        DomainEvent::ReportGenerated {
+            user: owner,
+            report_type,
+            ..
+        } => {
+            let kind = ReportType::from_argyle(report_type);
+            user.is_none_or(|user| user == *owner)
+                && match type_filter {
+                    None => true,
+                    Some(Some(name)) => report_type == name,
+                    Some(None) => matches!(kind, ReportType::Other(_)),
+                }
+                && type_name.as_ref().is_none_or(|name| name == report_type)
+        }
+        _ => false,
+    });
+    let items = core.subscribe(start, filter).await?;
+    Ok(Box::pin(ReceiverStream::new(items).map(|item| {
+        let message = match item.map_err(Status::from)? {
+            StreamItem::Event(logged) => Message::ReportGenerated(report_generated(&logged)?),
+            StreamItem::CaughtUp(cursor) => Message::CaughtUp(pb::CaughtUp {
+                cursor: cursor.encode(),
+            }),
+            StreamItem::Heartbeat(cursor) => Message::Heartbeat(heartbeat(cursor)),
+        };
+        Ok(pb::StreamReportEventsResponse {
+            message: Some(message),
+        })
+    })))
+}
+
+fn report_generated(logged: &LoggedEvent) -> Result<pb::ReportGenerated, Status> {
+    let DomainEvent::ReportGenerated {
+        report,
+        user,
+        report_type,
+        argyle_report_id,
+    } = &logged.event
+    else {
+        return Err(Status::internal("filter passed an event of another kind"));
+    };
+    let record = ReportRecord {
+        seq: logged.seq,
+        id: ReportId(report.0),
+        argyle_report_id: argyle_report_id.clone(),
+        user_id: *user,
+        report_type: ReportType::from_argyle(report_type),
+        generated_at: logged.recorded_at,
+    };
+    Ok(pb::ReportGenerated {
+        event_id: logged.seq.to_string(),
+        cursor: Cursor(logged.seq).encode(),
+        report: Some(convert::report(&record)),
+    })
+}
