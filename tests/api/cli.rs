@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use readiness::domain::signature::{Secret, sign};
 
 const BIN: &str = env!("CARGO_BIN_EXE_readiness");
-const SETTINGS_VARS: [&str; 10] = [
+const SETTINGS_VARS: [&str; 13] = [
     "READINESS_CONFIG",
     "READINESS_DATABASE_URL",
     "READINESS_HTTP_ADDR",
@@ -18,6 +18,9 @@ const SETTINGS_VARS: [&str; 10] = [
     "READINESS_DATABASE_MAX_CONNECTIONS",
     "READINESS_DATABASE_TIMEOUT_SECS",
     "READINESS_SHUTDOWN_GRACE_SECS",
+    "READINESS_STREAM_HEARTBEAT_MS",
+    "READINESS_STREAM_POLL_MS",
+    "READINESS_STREAM_BROADCAST_CAPACITY",
     "READINESS_LOG_FORMAT",
 ];
 
