@@ -167,6 +167,12 @@ fn from_json<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -> Res
     })
 }
 
+/// Longest accepted identifier-like string (external id, report id, report type, event name):
+/// far above anything Argyle sends, and safely below index entry limits.
+pub const MAX_NAME_LEN: usize = 255;
+/// Most accounts accepted in one `reports.ready` or `users.fully_synced`.
+pub const MAX_ACCOUNTS: usize = 1000;
+
 /// Parses a delivery body. Never panics; unknown fields and event names are accepted.
 pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
     let value: serde_json::Value = serde_json::from_slice(body)
@@ -174,7 +180,12 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
     if !value.is_object() {
         return Err(ParseError::new("$", "expected a JSON object"));
     }
+    reject_nul("$", &value)?;
     let envelope: Envelope = from_json(value, "$")?;
+    check_len("event", &envelope.event)?;
+    if let Some(name) = &envelope.name {
+        check_len("name", name)?;
+    }
     let event = match envelope.event.as_str() {
         "accounts.added" | "accounts.connected" | "accounts.failed" | "accounts.updated"
         | "accounts.removed" => account_event(&envelope.event, required_data(envelope.data)?)?,
@@ -188,6 +199,57 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
         subscription: envelope.name,
         event,
     })
+}
+
+/// NUL cannot be stored in PostgreSQL text and never appears in Argyle data.
+fn reject_nul(path: &str, value: &serde_json::Value) -> Result<(), ParseError> {
+    let bad = |path: String| {
+        Err(ParseError::new(
+            path,
+            "strings must not contain NUL (\\u0000)",
+        ))
+    };
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => bad(path.to_owned()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| reject_nul(&format!("{path}[{i}]"), item)),
+        serde_json::Value::Object(map) => map.iter().try_for_each(|(key, item)| {
+            if key.contains('\0') {
+                return bad(path.to_owned());
+            }
+            let child = if path == "$" {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            reject_nul(&child, item)
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn check_len(path: &str, value: &str) -> Result<(), ParseError> {
+    if value.len() > MAX_NAME_LEN {
+        Err(ParseError::new(
+            path,
+            format!("longer than {MAX_NAME_LEN} bytes"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_accounts<T>(path: &str, accounts: &[T]) -> Result<(), ParseError> {
+    if accounts.len() > MAX_ACCOUNTS {
+        Err(ParseError::new(
+            path,
+            format!("more than {MAX_ACCOUNTS} accounts"),
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 fn required_data(data: Option<serde_json::Value>) -> Result<serde_json::Value, ParseError> {
@@ -253,9 +315,15 @@ fn connection_observation(connection: Connection, from_failed_event: bool) -> Op
 fn reports_ready(data: serde_json::Value) -> Result<ArgyleEvent, ParseError> {
     let data: ReportsReadyData = from_json(data, "data")?;
     let (external_id, accounts) = match (data.accounts, data.resource) {
-        (Some(accounts), _) => (data.external_id, accounts),
+        (Some(accounts), _) => {
+            check_accounts("data.accounts", &accounts)?;
+            (data.external_id, accounts)
+        }
         (None, Some(resource)) => match resource.accounts {
-            Some(accounts) => (resource.external_id.or(data.external_id), accounts),
+            Some(accounts) => {
+                check_accounts("data.resource.accounts", &accounts)?;
+                (resource.external_id.or(data.external_id), accounts)
+            }
             None => {
                 return Err(ParseError::new(
                     "data.resource.accounts",
@@ -265,6 +333,9 @@ fn reports_ready(data: serde_json::Value) -> Result<ArgyleEvent, ParseError> {
         },
         (None, None) => return Err(ParseError::new("data.accounts", "missing field `accounts`")),
     };
+    if let Some(external_id) = &external_id {
+        check_len("data.external_id", external_id)?;
+    }
     Ok(ArgyleEvent::ReportsReady {
         user: UserId(data.user),
         external_id: normalize_external_id(external_id.as_deref()),
@@ -286,6 +357,10 @@ fn report_generated(data: serde_json::Value) -> Result<ArgyleEvent, ParseError> 
     if data.report_type.trim().is_empty() {
         return Err(ParseError::new("data.type", "must not be empty"));
     }
+    check_len("data.type", &data.report_type)?;
+    if let Some(report_id) = &data.report_id {
+        check_len("data.report_id", report_id)?;
+    }
     Ok(ArgyleEvent::ReportGenerated {
         user: UserId(data.user),
         report_type: ReportType::from_argyle(&data.report_type),
@@ -299,6 +374,10 @@ fn user_fully_synced(data: serde_json::Value) -> Result<ArgyleEvent, ParseError>
         Some(resource) => (resource.external_id, resource.accounts_connected),
         None => (None, vec![]),
     };
+    check_accounts("data.resource.accounts_connected", &accounts)?;
+    if let Some(external_id) = &external_id {
+        check_len("data.resource.external_id", external_id)?;
+    }
     Ok(ArgyleEvent::UserFullySynced {
         user: UserId(data.user),
         external_id: normalize_external_id(external_id.as_deref()),
@@ -388,6 +467,40 @@ mod tests {
             parse(body.as_bytes()).unwrap().event,
             ArgyleEvent::Account { .. }
         ));
+    }
+
+    #[test]
+    fn strings_with_nul_and_oversized_names_are_refused() {
+        let body = format!(
+            r#"{{"event":"accounts.failed","data":{{"user":"{USER}","account":"{ACCOUNT}","error_message":"a\u0000b"}}}}"#
+        );
+        assert_eq!(
+            parse(body.as_bytes()).unwrap_err().path,
+            "data.error_message"
+        );
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        let body = format!(
+            r#"{{"event":"reports.generated","data":{{"user":"{USER}","type":"{long}"}}}}"#
+        );
+        assert_eq!(parse(body.as_bytes()).unwrap_err().path, "data.type");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_parser_never_panics_on_arbitrary_bytes(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse(&body);
+        }
+
+        #[test]
+        fn the_parser_never_panics_on_mutated_deliveries(
+            event in proptest::sample::select(vec!["accounts.added", "accounts.connected", "accounts.failed", "accounts.updated", "accounts.removed", "reports.ready", "reports.generated", "users.fully_synced", "other"]),
+            data in proptest::arbitrary::any::<String>(),
+            cut in 0usize..400,
+        ) {
+            let body = format!(r#"{{"event":"{event}","data":{{"user":"{USER}","account":"{ACCOUNT}","accounts":[{{"id":"{ACCOUNT}","last_synced_at":{data:?}}}],"type":{data:?},"resource":{{"connection":{{"status":{data:?},"updated_at":{data:?}}}}}}}}}"#);
+            let _ = parse(body.as_bytes());
+            let _ = parse(&body.as_bytes()[..cut.min(body.len())]);
+        }
     }
 
     #[test]

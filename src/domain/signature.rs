@@ -55,6 +55,8 @@ pub enum SignatureError {
     WrongLength,
     #[error("the X-Argyle-Signature header does not match the body")]
     Mismatch,
+    #[error("the X-Argyle-Signature header appears more than once")]
+    Duplicated,
     #[error("no webhook secret is configured")]
     NoSecrets,
 }
@@ -72,6 +74,7 @@ fn mac(secret: &Secret, body: &[u8]) -> HmacSha512 {
 }
 
 /// Checks `header` against every secret (several during rotation), in constant time per secret.
+/// Hex is read case-insensitively and surrounding ASCII white space is ignored.
 pub fn verify<T: AsRef<[u8]>>(
     secrets: &[Secret],
     header: Option<&[u8]>,
@@ -80,7 +83,10 @@ pub fn verify<T: AsRef<[u8]>>(
     if secrets.is_empty() {
         return Err(SignatureError::NoSecrets);
     }
-    let header = header.ok_or(SignatureError::Missing)?;
+    let header = header.ok_or(SignatureError::Missing)?.trim_ascii();
+    if header.is_empty() {
+        return Err(SignatureError::Missing);
+    }
     let signature = hex::decode(header).map_err(|error| match error {
         hex::FromHexError::OddLength => SignatureError::WrongLength,
         _ => SignatureError::NotHex,

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{ApiError, HttpState};
 use crate::core::Outcome;
-use crate::domain::signature;
+use crate::domain::signature::{self, SignatureError};
 
 /// The header Argyle signs deliveries with.
 const SIGNATURE_HEADER: &str = "x-argyle-signature";
@@ -37,11 +37,12 @@ pub async fn receive(
         Err(error) => return Err(ApiError::UnreadableBody(error.to_string())),
     };
 
-    let verified = signature::verify(
-        &state.secrets,
-        headers.get(SIGNATURE_HEADER).map(|value| value.as_bytes()),
-        body,
-    )?;
+    let mut signatures = headers.get_all(SIGNATURE_HEADER).iter();
+    let signature = signatures.next().map(|value| value.as_bytes());
+    if signatures.next().is_some() {
+        return Err(SignatureError::Duplicated.into());
+    }
+    let verified = signature::verify(&state.secrets, signature, body)?;
     let report = state.core.ingest(verified).await?;
     let status = match report.outcome {
         Outcome::Applied { .. } => "applied",

@@ -8,6 +8,7 @@ mod cli;
 mod grpc_queries;
 mod grpcurl;
 mod helpers;
+mod hostile_input;
 mod readiness_scenarios;
 mod reports;
 mod streams;
