@@ -42,8 +42,10 @@ pub struct StoreOptions {
 /// Opens the pool and runs pending migrations.
 ///
 /// SQLite runs in WAL mode with `synchronous=FULL`, so a committed transaction survives a power
-/// loss: a webhook's 2xx is only sent after such a commit.
+/// loss: a webhook's 2xx is only sent after such a commit. A database locked by another process
+/// for longer than `connect_timeout` fails the statement (503) rather than waiting forever.
 pub async fn connect(options: &StoreOptions) -> Result<DatabaseConnection, DbErr> {
+    let busy_timeout = options.connect_timeout;
     let mut connect = ConnectOptions::new(options.url.clone());
     connect
         .max_connections(options.max_connections)
@@ -51,10 +53,10 @@ pub async fn connect(options: &StoreOptions) -> Result<DatabaseConnection, DbErr
         .connect_timeout(options.connect_timeout)
         .acquire_timeout(options.connect_timeout)
         .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|opts| {
+        .map_sqlx_sqlite_opts(move |opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(5))
+                .busy_timeout(busy_timeout)
                 .foreign_keys(true)
         });
     let db = Database::connect(connect).await?;

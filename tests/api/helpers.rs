@@ -22,13 +22,19 @@ use tonic::transport::Channel;
 pub const SECRET: &str = "test-webhook-secret";
 
 /// Where the test databases live.
-enum TestDatabase {
+pub enum TestDatabase {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+    /// Created and removed by the test itself.
+    External,
 }
 
 impl TestDatabase {
-    async fn create() -> (Self, String) {
+    /// A fresh database (SQLite file, or PostgreSQL when configured) and its URL; dropped with it.
+    pub async fn create() -> (Self, String) {
         match std::env::var("READINESS_TEST_DATABASE_URL") {
             Ok(admin_url) if !admin_url.is_empty() => {
                 let name = format!("readiness_test_{}", uuid::Uuid::new_v4().simple());
@@ -113,6 +119,16 @@ impl TestApp {
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         let (database, url) = TestDatabase::create().await;
         Self::start(Arc::new(database), url, adjust).await
+    }
+
+    /// A service on a database the test manages itself (no cleanup by the harness).
+    pub async fn spawn_on(url: String, adjust: impl FnOnce(&mut Settings)) -> Self {
+        Self::start(Arc::new(TestDatabase::External), url, adjust).await
+    }
+
+    /// The database URL the service uses.
+    pub fn database_url(&self) -> String {
+        self.settings.database_url.clone()
     }
 
     /// Another replica on the same database.

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod crash;
+mod faults;
 mod grpc_queries;
 mod grpcurl;
 mod helpers;

@@ -1,0 +1,306 @@
+//! Faults: the database goes away while webhooks arrive, or is locked by someone else. The
+//! service answers 503 (never hangs, never a 2xx it cannot keep), reports not ready, recovers by
+//! itself, and loses nothing it acknowledged. PostgreSQL faults use a private server started by
+//! the test (`initdb` + `pg_ctl` on a temporary directory and port), never the shared one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use readiness::store::entities::delivery;
+use sea_orm::{ConnectionTrait, Database, EntityTrait};
+use sha2::{Digest, Sha256};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::helpers::{TestApp, body, new_id};
+
+/// A throw-away PostgreSQL server owned by the `postgres` user.
+struct PrivatePostgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn run_as_postgres(program: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("runuser runs")
+}
+
+impl PrivatePostgres {
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries are installed")
+            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+            .find(|bin| bin.join("initdb").exists())
+            .expect("initdb found");
+        let dir = tempfile::Builder::new()
+            .prefix("readiness-pg-")
+            .tempdir()
+            .unwrap();
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let data = dir.path().join("data");
+        let out = run_as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Self { bin, dir, port };
+        server.pg_ctl_start();
+        server
+    }
+
+    fn pg_ctl_start(&self) {
+        let data = self.dir.path().join("data");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        let out = run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn stop(&self) {
+        let data = self.dir.path().join("data");
+        let out = run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        );
+    }
+}
+
+async fn health(app: &TestApp) -> ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "readiness.v1.ReadinessService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn sha(body: &str) -> String {
+    hex::encode(Sha256::digest(body.as_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_gives_503_and_not_ready_then_recovers_and_loses_nothing_acknowledged()
+{
+    let postgres = PrivatePostgres::start();
+    let url = postgres.url();
+    let app = Arc::new(
+        TestApp::spawn_on(url.clone(), |settings| {
+            settings.database_timeout_secs = 1;
+        })
+        .await,
+    );
+
+    // A steady stream of deliveries for the whole test.
+    let stop_sending = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (app, stop) = (app.clone(), stop_sending.clone());
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let delivery = body::connected(&new_id(), &new_id());
+                let (status, _) = app.deliver(&delivery).await;
+                outcomes.push((delivery, status));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            outcomes
+        })
+    };
+    eventually("deliveries are acknowledged", || async {
+        app.deliver(&body::connected(&new_id(), &new_id())).await.0 == 200
+    })
+    .await;
+
+    postgres.stop();
+
+    let (status, answer) = app.deliver(&body::connected(&new_id(), &new_id())).await;
+    assert_eq!(status, 503, "{answer}");
+    eventually("/readyz fails", || async {
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 503
+    })
+    .await;
+    eventually("gRPC health is NOT_SERVING", || async {
+        health(&app).await == ServingStatus::NotServing
+    })
+    .await;
+
+    postgres.pg_ctl_start();
+
+    eventually("deliveries are acknowledged again", || async {
+        app.deliver(&body::connected(&new_id(), &new_id())).await.0 == 200
+    })
+    .await;
+    eventually("/readyz passes", || async {
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    eventually("gRPC health is SERVING", || async {
+        health(&app).await == ServingStatus::Serving
+    })
+    .await;
+
+    stop_sending.store(true, Ordering::Relaxed);
+    let outcomes = sender.await.unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, status)| [200, 503].contains(status)),
+        "only 200 or 503: {:?}",
+        outcomes.iter().map(|o| o.1).collect::<Vec<_>>()
+    );
+    assert!(
+        outcomes.iter().any(|(_, status)| *status == 503),
+        "some deliveries met the outage"
+    );
+
+    let db = Database::connect(&url).await.unwrap();
+    let stored: std::collections::HashSet<String> = delivery::Entity::find()
+        .all(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.body_sha256)
+        .collect();
+    let acknowledged: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, status)| *status == 200)
+        .collect();
+    assert!(!acknowledged.is_empty());
+    for (delivery, _) in &acknowledged {
+        assert!(
+            stored.contains(&sha(delivery)),
+            "an acknowledged delivery is missing: {delivery}"
+        );
+    }
+    db.close().await.ok();
+    Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
+}
+
+#[tokio::test]
+async fn a_sqlite_file_locked_by_another_process_gives_503_not_a_hang() {
+    let app = TestApp::spawn_with(|settings| settings.database_timeout_secs = 1).await;
+    if app.on_postgres() {
+        app.stop().await;
+        return;
+    }
+    let url = app.database_url();
+    let other = Database::connect(&url).await.unwrap();
+    other.execute_unprepared("BEGIN EXCLUSIVE").await.unwrap();
+
+    let (status, answer) = app.deliver(&body::connected(&new_id(), &new_id())).await;
+    assert_eq!(status, 503, "{answer}");
+
+    other.execute_unprepared("COMMIT").await.unwrap();
+    other.close().await.ok();
+    let (status, _) = app.deliver(&body::connected(&new_id(), &new_id())).await;
+    assert_eq!(status, 200);
+    app.stop().await;
+}
