@@ -94,25 +94,58 @@ impl App {
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         grpc::set_health(&reporter, true).await;
-        let routes = grpc::routes(self.core.clone())?.add_service(health_service);
+        let security = self.settings.security()?;
+        let access = grpc::Access {
+            auth: grpc::BearerAuth::new(&security.token_hashes),
+            open_health: self.settings.grpc_open_health,
+            open_reflection: self.settings.grpc_open_reflection,
+            max_message_bytes: self.settings.grpc_max_message_bytes,
+        };
+        let routes = grpc::routes(self.core.clone(), health_service, &access)?;
+        let mut grpc_server = tonic::transport::Server::builder()
+            .max_concurrent_streams(self.settings.grpc_max_concurrent_streams)
+            .concurrency_limit_per_connection(self.settings.grpc_max_concurrent_streams as usize);
+        if let Some(tls) = &security.tls {
+            let mut config = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key));
+            if let Some(ca) = &tls.client_ca {
+                config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            grpc_server = grpc_server
+                .tls_config(config)
+                .context("gRPC TLS configuration")?;
+        }
 
         let http_state = HttpState {
             core: self.core.clone(),
             secrets: Arc::from(self.settings.argyle_secrets.clone()),
             max_body_bytes: self.settings.max_body_bytes,
             shutdown: shutdown.clone(),
+            sources: Arc::new(http::SourcePolicy {
+                allowed: security.allowed.clone(),
+                trusted_proxies: security.trusted_proxies.clone(),
+                client_ip_header: self.settings.http_client_ip_header.clone(),
+            }),
+        };
+        let limits = http::Limits {
+            request_timeout: Duration::from_secs(self.settings.http_request_timeout_secs),
+            max_in_flight: self.settings.http_max_in_flight,
         };
         let http_shutdown = shutdown.clone();
         let mut http = tokio::spawn(async move {
-            axum::serve(self.http_listener, http::router(http_state))
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await
-                .context("HTTP server")
+            let router = http::router(http_state, &limits);
+            axum::serve(
+                self.http_listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+            .context("HTTP server")
         });
         let grpc_shutdown = shutdown.clone();
         let incoming = TcpListenerStream::new(self.grpc_listener);
         let mut grpc = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            grpc_server
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
                 .await

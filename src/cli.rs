@@ -22,6 +22,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the effective settings of `serve` (same flags) as JSON, secrets redacted.
     Config(ServeArgs),
+    /// Print the SHA-256 (hex) of a gRPC bearer token read from standard input, for
+    /// `grpc_token_sha256` or a token file.
+    HashToken,
     /// Print the X-Argyle-Signature (hex HMAC-SHA512) of a body, as Argyle computes it.
     Sign(SignArgs),
 }
@@ -77,6 +80,62 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_broadcast_capacity: Option<usize>,
+    /// SHA-256 hashes of accepted gRPC bearer tokens [env: READINESS_GRPC_TOKEN_SHA256]
+    #[arg(long, value_name = "HEX,...")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_token_sha256: Option<String>,
+    /// File of token hashes, one per line [env: READINESS_GRPC_TOKEN_FILE]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_token_file: Option<PathBuf>,
+    /// Health open without a token [env: READINESS_GRPC_OPEN_HEALTH] [default: true]
+    #[arg(long, value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_open_health: Option<bool>,
+    /// Reflection open without a token [env: READINESS_GRPC_OPEN_REFLECTION] [default: true]
+    #[arg(long, value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_open_reflection: Option<bool>,
+    /// PEM certificate chain for gRPC TLS [env: READINESS_GRPC_TLS_CERT]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key for gRPC TLS [env: READINESS_GRPC_TLS_KEY]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// PEM CA for client certificates (mTLS) [env: READINESS_GRPC_TLS_CLIENT_CA]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
+    /// Largest gRPC request message in bytes [env: READINESS_GRPC_MAX_MESSAGE_BYTES] [default: 4194304]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_max_message_bytes: Option<usize>,
+    /// Concurrent requests per gRPC connection [env: READINESS_GRPC_MAX_CONCURRENT_STREAMS] [default: 256]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_max_concurrent_streams: Option<u32>,
+    /// CIDRs allowed to post webhooks [env: READINESS_HTTP_ALLOWED_CIDRS] [default: any]
+    #[arg(long, value_name = "CIDR,...")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_allowed_cidrs: Option<String>,
+    /// Client-address header set by a trusted proxy [env: READINESS_HTTP_CLIENT_IP_HEADER]
+    #[arg(long, value_name = "HEADER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_client_ip_header: Option<String>,
+    /// CIDRs of trusted reverse proxies [env: READINESS_HTTP_TRUSTED_PROXIES]
+    #[arg(long, value_name = "CIDR,...")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_trusted_proxies: Option<String>,
+    /// HTTP request timeout in seconds [env: READINESS_HTTP_REQUEST_TIMEOUT_SECS] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_request_timeout_secs: Option<u64>,
+    /// HTTP requests handled at once before shedding [env: READINESS_HTTP_MAX_IN_FLIGHT] [default: 512]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_max_in_flight: Option<usize>,
     /// Log format [env: READINESS_LOG_FORMAT] [default: text]
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]

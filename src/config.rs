@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -52,6 +52,42 @@ pub struct Settings {
     /// Events held in memory for live subscribers (shared by all of them); a subscriber further
     /// behind reads from the database instead. Default 4096.
     pub stream_broadcast_capacity: usize,
+    /// SHA-256 hashes (hex) of the bearer tokens gRPC callers must present
+    /// (`authorization: Bearer <token>`); comma-separated. Empty with no token file: gRPC is open.
+    #[serde(deserialize_with = "comma_list")]
+    pub grpc_token_sha256: Vec<String>,
+    /// File with more token hashes, one per line (`#` starts a comment). Default none.
+    pub grpc_token_file: Option<PathBuf>,
+    /// Leave `grpc.health.v1.Health` open when tokens are required. Default true.
+    pub grpc_open_health: bool,
+    /// Leave server reflection open when tokens are required. Default true.
+    pub grpc_open_reflection: bool,
+    /// PEM certificate chain for TLS on the gRPC listener. Default none (plaintext).
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key for `grpc_tls_cert`.
+    pub grpc_tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): when set, gRPC clients must present a certificate it signed (mTLS).
+    pub grpc_tls_client_ca: Option<PathBuf>,
+    /// Largest gRPC request message, in bytes. Default 4194304 (4 MiB).
+    pub grpc_max_message_bytes: usize,
+    /// Concurrent requests (streams included) per gRPC connection. Default 256.
+    pub grpc_max_concurrent_streams: u32,
+    /// CIDRs allowed to post webhooks, comma-separated (`34.122.50.253/32,...`). Empty: any.
+    /// Probes stay reachable from anywhere.
+    #[serde(deserialize_with = "comma_list")]
+    pub http_allowed_cidrs: Vec<String>,
+    /// Header carrying the client address from a reverse proxy (e.g. `x-forwarded-for`; its
+    /// last entry is used). Only read when the direct peer is in `http_trusted_proxies`.
+    pub http_client_ip_header: Option<String>,
+    /// CIDRs of reverse proxies whose `http_client_ip_header` is believed. Default none.
+    #[serde(deserialize_with = "comma_list")]
+    pub http_trusted_proxies: Vec<String>,
+    /// Seconds an HTTP request may take before it is answered 408 (nothing is acknowledged).
+    /// Default 30.
+    pub http_request_timeout_secs: u64,
+    /// HTTP requests handled at once; beyond it requests are shed with 503 and `Retry-After`
+    /// instead of queueing. Default 512.
+    pub http_max_in_flight: usize,
     /// Log format: `text` or `json`. Default `text`. The filter comes from `RUST_LOG`
     /// (default `info`).
     pub log_format: LogFormat,
@@ -71,6 +107,20 @@ impl Default for Settings {
             stream_heartbeat_ms: 15_000,
             stream_poll_ms: 1_000,
             stream_broadcast_capacity: 4096,
+            grpc_token_sha256: vec![],
+            grpc_token_file: None,
+            grpc_open_health: true,
+            grpc_open_reflection: true,
+            grpc_tls_cert: None,
+            grpc_tls_key: None,
+            grpc_tls_client_ca: None,
+            grpc_max_message_bytes: 4 * 1024 * 1024,
+            grpc_max_concurrent_streams: 256,
+            http_allowed_cidrs: vec![],
+            http_client_ip_header: None,
+            http_trusted_proxies: vec![],
+            http_request_timeout_secs: 30,
+            http_max_in_flight: 512,
             log_format: LogFormat::Text,
         }
     }
@@ -90,6 +140,23 @@ impl fmt::Debug for Settings {
             .field("stream_heartbeat_ms", &self.stream_heartbeat_ms)
             .field("stream_poll_ms", &self.stream_poll_ms)
             .field("stream_broadcast_capacity", &self.stream_broadcast_capacity)
+            .field("grpc_token_sha256", &self.grpc_token_sha256.len())
+            .field("grpc_token_file", &self.grpc_token_file)
+            .field("grpc_open_health", &self.grpc_open_health)
+            .field("grpc_open_reflection", &self.grpc_open_reflection)
+            .field("grpc_tls_cert", &self.grpc_tls_cert)
+            .field("grpc_tls_key", &self.grpc_tls_key)
+            .field("grpc_tls_client_ca", &self.grpc_tls_client_ca)
+            .field("grpc_max_message_bytes", &self.grpc_max_message_bytes)
+            .field(
+                "grpc_max_concurrent_streams",
+                &self.grpc_max_concurrent_streams,
+            )
+            .field("http_allowed_cidrs", &self.http_allowed_cidrs)
+            .field("http_client_ip_header", &self.http_client_ip_header)
+            .field("http_trusted_proxies", &self.http_trusted_proxies)
+            .field("http_request_timeout_secs", &self.http_request_timeout_secs)
+            .field("http_max_in_flight", &self.http_max_in_flight)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -120,6 +187,11 @@ pub enum ConfigError {
     NoSecrets,
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    #[error("{setting}: {problem}")]
+    Bad {
+        setting: &'static str,
+        problem: String,
+    },
 }
 
 impl Settings {
@@ -154,8 +226,107 @@ impl Settings {
                 return Err(ConfigError::Zero(name));
             }
         }
+        settings.security()?;
         Ok(settings)
     }
+
+    /// The security settings, read and checked (files loaded, CIDRs and hashes parsed).
+    pub fn security(&self) -> Result<Security, ConfigError> {
+        let cidrs = |setting: &'static str, values: &[String]| {
+            values
+                .iter()
+                .map(|value| {
+                    value
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| ConfigError::Bad {
+                            setting,
+                            problem: format!("{value:?} is not a CIDR or address"),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut hashes = self.grpc_token_sha256.clone();
+        if let Some(file) = &self.grpc_token_file {
+            let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Bad {
+                setting: "grpc_token_file",
+                problem: format!("{}: {error}", file.display()),
+            })?;
+            hashes.extend(
+                text.lines()
+                    .map(|line| line.split('#').next().unwrap_or_default().trim())
+                    .filter(|line| !line.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        let token_hashes = hashes
+            .iter()
+            .map(|hash| {
+                let bytes = hex::decode(hash).ok().filter(|bytes| bytes.len() == 32);
+                bytes
+                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                    .ok_or_else(|| ConfigError::Bad {
+                        setting: "grpc_token_sha256",
+                        problem:
+                            "each entry must be 64 hex digits (readiness hash-token prints one)"
+                                .into(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let read = |setting: &'static str, path: &Option<PathBuf>| {
+            path.as_ref()
+                .map(|path| {
+                    std::fs::read(path).map_err(|error| ConfigError::Bad {
+                        setting,
+                        problem: format!("{}: {error}", path.display()),
+                    })
+                })
+                .transpose()
+        };
+        let tls = match (
+            read("grpc_tls_cert", &self.grpc_tls_cert)?,
+            read("grpc_tls_key", &self.grpc_tls_key)?,
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca: read("grpc_tls_client_ca", &self.grpc_tls_client_ca)?,
+            }),
+            (None, None) if self.grpc_tls_client_ca.is_none() => None,
+            _ => {
+                return Err(ConfigError::Bad {
+                    setting: "grpc_tls_cert",
+                    problem: "TLS needs both grpc_tls_cert and grpc_tls_key (and they are required by grpc_tls_client_ca)".into(),
+                });
+            }
+        };
+        Ok(Security {
+            token_hashes,
+            allowed: cidrs("http_allowed_cidrs", &self.http_allowed_cidrs)?,
+            trusted_proxies: cidrs("http_trusted_proxies", &self.http_trusted_proxies)?,
+            tls,
+        })
+    }
+}
+
+/// Checked security settings.
+#[derive(Clone)]
+pub struct Security {
+    /// SHA-256 of accepted gRPC bearer tokens; empty means gRPC is open.
+    pub token_hashes: Vec<[u8; 32]>,
+    /// Networks allowed to post webhooks; empty means any.
+    pub allowed: Vec<ipnet::IpNet>,
+    /// Proxies whose client-address header is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM contents for the gRPC listener.
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub client_ca: Option<Vec<u8>>,
 }
 
 impl Settings {
@@ -168,8 +339,8 @@ impl Settings {
     }
 }
 
-/// Accepts `"a,b"` (environment, flags) or `["a", "b"]` (TOML).
-fn secrets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Secret>, D::Error> {
+/// Accepts `"a,b"` (environment, flags) or `["a", "b"]` (TOML); trims, drops empty entries.
+fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
@@ -181,9 +352,16 @@ fn secrets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Secret>, D:
         OneOrMany::Many(values) => values,
     };
     Ok(values
-        .iter()
-        .map(|value| value.trim())
+        .into_iter()
+        .map(|value| value.trim().to_owned())
         .filter(|value| !value.is_empty())
+        .collect())
+}
+
+/// Secrets as a comma-separated string or a TOML list.
+fn secrets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Secret>, D::Error> {
+    Ok(comma_list(deserializer)?
+        .into_iter()
         .map(Secret::new)
         .collect())
 }

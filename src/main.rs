@@ -21,6 +21,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sign(args) => sign_body(args),
+        Command::HashToken => {
+            let mut token = String::new();
+            std::io::stdin()
+                .read_to_string(&mut token)
+                .context("reading standard input")?;
+            println!("{}", readiness::grpc::hash_token(token.trim()));
+            Ok(())
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! tonic gRPC API (`readiness.v1`): thin services over `core`, pb ↔ domain conversions, one
 //! `CoreError` → `Status` mapping, plus standard health and reflection (v1 and v1alpha).
 
+mod auth;
 mod convert;
 mod page_token;
 mod readiness_service;
@@ -23,6 +24,7 @@ pub mod pb {
         tonic::include_file_descriptor_set!("readiness_descriptor");
 }
 
+pub use auth::{BearerAuth, hash_token};
 pub use readiness_service::ReadinessApi;
 pub use report_service::ReportApi;
 
@@ -36,8 +38,60 @@ pub const SERVICE_NAMES: [&str; 2] = [
     "readiness.v1.ReportService",
 ];
 
-/// Builds our gRPC services and reflection in both protocol versions (health is added by the app).
-pub fn routes(core: Core) -> Result<Routes, tonic_reflection::server::Error> {
+/// Who may call what over gRPC, and how large a request may be.
+#[derive(Clone)]
+pub struct Access {
+    /// Required bearer token, if any.
+    pub auth: Option<BearerAuth>,
+    /// Health stays open when tokens are required.
+    pub open_health: bool,
+    /// Reflection stays open when tokens are required.
+    pub open_reflection: bool,
+    /// Largest request message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// Adds `service`, behind the token check when `auth` is set.
+fn add<S>(routes: Routes, service: S, auth: Option<&BearerAuth>) -> Routes
+where
+    S: tower::Service<
+            axum::http::Request<tonic::body::Body>,
+            Response = axum::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    match auth {
+        Some(auth) => routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            service,
+            auth.clone(),
+        )),
+        None => routes.add_service(service),
+    }
+}
+
+/// Builds every gRPC service: ours, health, and reflection in both protocol versions.
+pub fn routes<H>(
+    core: Core,
+    health: H,
+    access: &Access,
+) -> Result<Routes, tonic_reflection::server::Error>
+where
+    H: tower::Service<
+            axum::http::Request<tonic::body::Body>,
+            Response = axum::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    H::Future: Send + 'static,
+{
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -52,14 +106,20 @@ pub fn routes(core: Core) -> Result<Routes, tonic_reflection::server::Error> {
     let reflection_v1alpha = reflection()
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    Ok(Routes::new(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(pb::readiness_service_server::ReadinessServiceServer::new(
-            ReadinessApi::new(core.clone()),
-        ))
-        .add_service(pb::report_service_server::ReportServiceServer::new(
-            ReportApi::new(core),
-        )))
+    let auth = access.auth.as_ref();
+    let reflection_auth = auth.filter(|_| !access.open_reflection);
+    let limit = access.max_message_bytes;
+    let mut routes = Routes::default();
+    routes = add(routes, health, auth.filter(|_| !access.open_health));
+    routes = add(routes, reflection_v1, reflection_auth);
+    routes = add(routes, reflection_v1alpha, reflection_auth);
+    let readiness =
+        pb::readiness_service_server::ReadinessServiceServer::new(ReadinessApi::new(core.clone()))
+            .max_decoding_message_size(limit);
+    let reports = pb::report_service_server::ReportServiceServer::new(ReportApi::new(core))
+        .max_decoding_message_size(limit);
+    routes = add(routes, readiness, auth);
+    Ok(add(routes, reports, auth))
 }
 
 /// Marks our services (and the server as a whole, `""`) serving or not in `grpc.health.v1`.

@@ -20,6 +20,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the body could not be read: {0}")]
     UnreadableBody(String),
+    #[error("source address {0} may not post webhooks")]
+    ForbiddenSource(std::net::IpAddr),
+    #[error("too many requests in flight; retry later")]
+    Overloaded,
     #[error("{reason}")]
     InvalidEvent { reason: String, delivery_id: i64 },
     #[error(transparent)]
@@ -35,6 +39,8 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::UnreadableBody(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
+            ApiError::ForbiddenSource(_) => (StatusCode::FORBIDDEN, "forbidden_source"),
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::InvalidEvent { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
             ApiError::Core(CoreError::Unavailable(_) | CoreError::ShuttingDown) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")

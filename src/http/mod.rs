@@ -6,17 +6,69 @@ mod webhook;
 
 use std::sync::Arc;
 
+use std::net::IpAddr;
+
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::core::Core;
 use crate::domain::signature::Secret;
 
 pub use error::{ApiError, error_chain};
+
+/// Which sources may post webhooks.
+#[derive(Debug, Clone, Default)]
+pub struct SourcePolicy {
+    /// Allowed networks; empty allows any source.
+    pub allowed: Vec<ipnet::IpNet>,
+    /// Proxies whose `client_ip_header` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Header carrying the original client address (last entry), set by a trusted proxy.
+    pub client_ip_header: Option<String>,
+}
+
+impl SourcePolicy {
+    /// The address a request comes from: the peer, or, when the peer is a trusted proxy, the
+    /// last address in the configured header.
+    pub fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        let Some(name) = &self.client_ip_header else {
+            return peer;
+        };
+        if !self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+            return peer;
+        }
+        headers
+            .get_all(name.as_str())
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+            .next_back()
+            .unwrap_or(peer)
+    }
+
+    /// True when `client` may post webhooks.
+    pub fn allows(&self, client: IpAddr) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|net| net.contains(&client))
+    }
+}
+
+/// Protection of the HTTP listener as a whole.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest a request may take before it is answered 408.
+    pub request_timeout: std::time::Duration,
+    /// Requests handled at once; more are shed with 503 and `Retry-After`.
+    pub max_in_flight: usize,
+}
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -28,16 +80,32 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// Cancelled when shutdown begins; `/readyz` then fails so load balancers stop sending.
     pub shutdown: CancellationToken,
+    /// Which sources may post webhooks.
+    pub sources: Arc<SourcePolicy>,
 }
 
-/// The HTTP routes.
-pub fn router(state: HttpState) -> Router {
+/// The HTTP routes, behind load shedding, a concurrency limit and a request timeout.
+pub fn router(state: HttpState, limits: &Limits) -> Router {
+    let protection = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(limits.max_in_flight)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ));
     Router::new()
         .route("/webhooks/argyle", post(webhook::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .layer(protection)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The answer when the concurrency limit is reached: shed, do not queue.
+async fn overloaded(_: tower::BoxError) -> axum::response::Response {
+    ApiError::Overloaded.into_response()
 }
 
 /// Liveness: the process answers.

@@ -3,7 +3,9 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
@@ -17,9 +19,14 @@ const SIGNATURE_HEADER: &str = "x-argyle-signature";
 
 pub async fn receive(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let client = state.sources.client(peer.ip(), &headers);
+    if !state.sources.allows(client) {
+        return Err(ApiError::ForbiddenSource(client));
+    }
     let limit = state.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)

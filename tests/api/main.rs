@@ -13,5 +13,6 @@ mod helpers;
 mod hostile_input;
 mod readiness_scenarios;
 mod reports;
+mod security;
 mod streams;
 mod webhook_answers;
