@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use readiness::domain::signature::{Secret, sign};
 
 const BIN: &str = env!("CARGO_BIN_EXE_readiness");
-const SETTINGS_VARS: [&str; 13] = [
+const SETTINGS_VARS: [&str; 27] = [
     "READINESS_CONFIG",
     "READINESS_DATABASE_URL",
     "READINESS_HTTP_ADDR",
@@ -21,6 +21,20 @@ const SETTINGS_VARS: [&str; 13] = [
     "READINESS_STREAM_HEARTBEAT_MS",
     "READINESS_STREAM_POLL_MS",
     "READINESS_STREAM_BROADCAST_CAPACITY",
+    "READINESS_GRPC_TOKEN_SHA256",
+    "READINESS_GRPC_TOKEN_FILE",
+    "READINESS_GRPC_OPEN_HEALTH",
+    "READINESS_GRPC_OPEN_REFLECTION",
+    "READINESS_GRPC_TLS_CERT",
+    "READINESS_GRPC_TLS_KEY",
+    "READINESS_GRPC_TLS_CLIENT_CA",
+    "READINESS_GRPC_MAX_MESSAGE_BYTES",
+    "READINESS_GRPC_MAX_CONCURRENT_STREAMS",
+    "READINESS_HTTP_ALLOWED_CIDRS",
+    "READINESS_HTTP_CLIENT_IP_HEADER",
+    "READINESS_HTTP_TRUSTED_PROXIES",
+    "READINESS_HTTP_REQUEST_TIMEOUT_SECS",
+    "READINESS_HTTP_MAX_IN_FLIGHT",
     "READINESS_LOG_FORMAT",
 ];
 
@@ -170,4 +184,62 @@ fn serve_exits_cleanly_on_sigterm() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert!(rest.contains("stopped"), "{rest}");
+}
+
+#[test]
+fn the_readme_configuration_table_lists_every_setting_with_its_flag_and_variable() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .expect("a Configuration section");
+    let section = section.split("\n## ").next().unwrap();
+    let rows: Vec<Vec<String>> = section
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .map(|line| {
+            line.split('|')
+                .map(|cell| cell.trim().trim_matches('`').to_owned())
+                .collect()
+        })
+        .collect();
+    let documented: std::collections::BTreeSet<_> = rows.iter().map(|row| row[1].clone()).collect();
+
+    let output = command()
+        .args(["config"])
+        .env("READINESS_ARGYLE_SECRETS", "s")
+        .output()
+        .unwrap();
+    let settings: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let actual: std::collections::BTreeSet<_> =
+        settings.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(
+        documented, actual,
+        "README table keys vs. the settings the code reads"
+    );
+
+    let help =
+        String::from_utf8(command().args(["serve", "--help"]).output().unwrap().stdout).unwrap();
+    for row in &rows {
+        let (key, flag, variable) = (&row[1], &row[2], &row[3]);
+        assert_eq!(
+            flag,
+            &format!("--{}", key.replace('_', "-")),
+            "flag of {key}"
+        );
+        assert!(
+            help.contains(flag.as_str()),
+            "{flag} missing from serve --help"
+        );
+        assert_eq!(
+            variable,
+            &format!("READINESS_{}", key.to_uppercase()),
+            "variable of {key}"
+        );
+        assert!(
+            help.contains(variable.as_str()),
+            "{variable} missing from serve --help"
+        );
+    }
 }
