@@ -32,6 +32,8 @@ pub struct App {
 impl App {
     /// Connects to the database, runs migrations and binds both listeners.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Install the metrics recorder before anything records.
+        crate::metrics::handle();
         let options = StoreOptions {
             url: settings.database_url.clone(),
             max_connections: settings.database_max_connections,

@@ -22,6 +22,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the effective settings of `serve` (same flags) as JSON, secrets redacted.
     Config(ServeArgs),
+    /// Probe a running service's `/readyz` (for container health checks): exit 0 when ready.
+    Healthcheck(HealthcheckArgs),
     /// Print the SHA-256 (hex) of a gRPC bearer token read from standard input, for
     /// `grpc_token_sha256` or a token file.
     HashToken,
@@ -150,4 +152,15 @@ pub struct SignArgs {
     pub secret: Option<String>,
     /// File holding the exact body bytes; `-` or nothing reads standard input.
     pub file: Option<PathBuf>,
+}
+
+/// Flags of `healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The service's HTTP address.
+    #[arg(long, env = "READINESS_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout_secs: u64,
 }

@@ -9,7 +9,8 @@
 //! - [`store`]: sea-orm entities, migrations, row ↔ domain conversions.
 //! - [`http`]: axum ingress: `POST /webhooks/argyle`, health probes.
 //! - [`grpc`]: tonic services over `core`, pb ↔ domain conversions, one `Status` mapping.
-//! - [`config`], [`telemetry`], [`app`], [`cli`]: settings, logging, start-up and shutdown, commands.
+//! - [`config`], [`telemetry`], [`metrics`], [`app`], [`cli`]: settings, logging, Prometheus
+//!   metrics, start-up and shutdown, commands.
 
 pub mod app;
 pub mod cli;
@@ -18,5 +19,6 @@ pub mod core;
 pub mod domain;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod store;
 pub mod telemetry;

@@ -7,7 +7,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use readiness::app::App;
-use readiness::cli::{Cli, Command, ServeArgs, SignArgs};
+use readiness::cli::{Cli, Command, HealthcheckArgs, ServeArgs, SignArgs};
 use readiness::config::Settings;
 use readiness::domain::signature::{Secret, sign};
 use readiness::telemetry;
@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sign(args) => sign_body(args),
+        Command::Healthcheck(args) => healthcheck(args),
         Command::HashToken => {
             let mut token = String::new();
             std::io::stdin()
@@ -96,4 +97,30 @@ fn sign_body(args: SignArgs) -> anyhow::Result<()> {
     }
     println!("{}", sign(&Secret::new(secret), &body));
     Ok(())
+}
+
+/// `GET /readyz` over plain HTTP/1.1; exits non-zero unless the answer is 200.
+fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let timeout = std::time::Duration::from_secs(args.timeout_secs.max(1));
+    let mut stream = std::net::TcpStream::connect_timeout(&args.http_addr, timeout)
+        .with_context(|| format!("connecting to {}", args.http_addr))?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /readyz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        args.http_addr
+    )?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .context("reading the answer")?;
+    let status = answer.split_whitespace().nth(1).unwrap_or_default();
+    let reason = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+    if status == "200" {
+        println!("ready");
+        Ok(())
+    } else {
+        anyhow::bail!("not ready: {status} {reason}")
+    }
 }

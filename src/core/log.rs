@@ -305,6 +305,8 @@ struct Subscriber {
 
 impl Subscriber {
     async fn run(mut self) {
+        let open = metrics::gauge!(crate::metrics::STREAMS_OPEN);
+        open.increment(1.0);
         let stop = self.log.stop.clone();
         let outcome = tokio::select! {
             _ = stop.cancelled() => Stop::Failed(CoreError::ShuttingDown),
@@ -313,9 +315,13 @@ impl Subscriber {
         if let Stop::Failed(error) = outcome {
             let _ = self.tx.send(Err(error)).await;
         }
+        open.decrement(1.0);
     }
 
     async fn send(&self, item: StreamItem) -> Result<(), Stop> {
+        if let StreamItem::Event(_) = &item {
+            metrics::counter!(crate::metrics::EVENTS_STREAMED).increment(1);
+        }
         self.tx.send(Ok(item)).await.map_err(|_| Stop::Gone)
     }
 
@@ -364,6 +370,9 @@ impl Subscriber {
                     Ok(event) => {
                         self.cursor = event.seq;
                         if (self.filter)(&event.event) {
+                            let lag = (Utc::now() - event.recorded_at).num_microseconds().unwrap_or(0);
+                            metrics::histogram!(crate::metrics::STREAM_LAG_SECONDS)
+                                .record(lag.max(0) as f64 / 1e6);
                             self.send(StreamItem::Event(event)).await?;
                             quiet_until = tokio::time::Instant::now() + heartbeat;
                         }

@@ -42,7 +42,10 @@ pub enum CoreError {
 impl From<StoreError> for CoreError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Database(_) => CoreError::Unavailable(error),
+            StoreError::Database(_) => {
+                metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
+                CoreError::Unavailable(error)
+            }
             StoreError::Corrupt { .. } => CoreError::Internal(error),
         }
     }

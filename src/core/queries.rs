@@ -137,6 +137,28 @@ impl Core {
             .collect()
     }
 
+    /// How many users are in each readiness state (states with none are reported as 0).
+    pub async fn users_by_state(&self) -> Result<Vec<(ReadinessState, u64)>, CoreError> {
+        let rows: Vec<(String, i64)> = user::Entity::find()
+            .select_only()
+            .column(user::Column::State)
+            .column_as(user::Column::UserId.count(), "count")
+            .group_by(user::Column::State)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ReadinessState::ALL
+            .into_iter()
+            .map(|state| {
+                let count = rows
+                    .iter()
+                    .find(|(name, _)| name == state.as_str())
+                    .map_or(0, |(_, count)| (*count).max(0) as u64);
+                (state, count)
+            })
+            .collect())
+    }
+
     /// One report.
     pub async fn report(&self, lookup: &ReportLookup) -> Result<ReportRecord, CoreError> {
         let (query, what) = match lookup {

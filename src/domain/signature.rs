@@ -61,6 +61,20 @@ pub enum SignatureError {
     NoSecrets,
 }
 
+impl SignatureError {
+    /// A short stable name, for metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SignatureError::Missing => "missing",
+            SignatureError::NotHex => "not_hex",
+            SignatureError::WrongLength => "wrong_length",
+            SignatureError::Mismatch => "mismatch",
+            SignatureError::Duplicated => "duplicated",
+            SignatureError::NoSecrets => "no_secrets",
+        }
+    }
+}
+
 /// Hex HMAC-SHA512 of `body` keyed with `secret`, as Argyle sends it.
 pub fn sign(secret: &Secret, body: &[u8]) -> String {
     hex::encode(mac(secret, body).finalize().into_bytes())

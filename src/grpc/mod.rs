@@ -122,6 +122,25 @@ where
     Ok(add(routes, reports, auth))
 }
 
+/// Runs one RPC, counting it by method and status code and timing it (to the first response
+/// for streams).
+pub(crate) async fn metered<T>(
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    metrics::counter!(crate::metrics::GRPC_REQUESTS, "method" => method, "code" => format!("{code:?}"))
+        .increment(1);
+    metrics::histogram!(crate::metrics::GRPC_SECONDS, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
 /// Marks our services (and the server as a whole, `""`) serving or not in `grpc.health.v1`.
 pub async fn set_health(reporter: &HealthReporter, serving: bool) {
     let status = if serving {

@@ -31,49 +31,60 @@ impl ReadinessService for ReadinessApi {
         &self,
         request: Request<WatchReadinessRequest>,
     ) -> Result<Response<Self::WatchReadinessStream>, Status> {
-        let stream = streams::watch_readiness(&self.core, request.into_inner()).await?;
-        Ok(Response::new(stream))
+        super::metered("WatchReadiness", async move {
+            let stream = streams::watch_readiness(&self.core, request.into_inner()).await?;
+            Ok(Response::new(stream))
+        })
+        .await
     }
 
     async fn get_user_readiness(
         &self,
         request: Request<GetUserReadinessRequest>,
     ) -> Result<Response<GetUserReadinessResponse>, Status> {
-        let lookup = match request.into_inner().user {
-            Some(User::UserId(id)) => UserLookup::Id(convert::uuid_field("user_id", &id)?),
-            Some(User::ExternalId(id)) if !id.trim().is_empty() => UserLookup::ExternalId(id),
-            Some(User::ExternalId(_)) => {
-                return Err(invalid_argument("external_id", "must not be empty"));
-            }
-            None => return Err(invalid_argument("user", "set user_id or external_id")),
-        };
-        let view = self.core.user_readiness(&lookup).await?;
-        Ok(Response::new(GetUserReadinessResponse {
-            user: Some(convert::user(&view)),
-        }))
+        super::metered("GetUserReadiness", async move {
+            let lookup = match request.into_inner().user {
+                Some(User::UserId(id)) => UserLookup::Id(convert::uuid_field("user_id", &id)?),
+                Some(User::ExternalId(id)) if !id.trim().is_empty() => UserLookup::ExternalId(id),
+                Some(User::ExternalId(_)) => {
+                    return Err(invalid_argument("external_id", "must not be empty"));
+                }
+                None => return Err(invalid_argument("user", "set user_id or external_id")),
+            };
+            let view = self.core.user_readiness(&lookup).await?;
+            Ok(Response::new(GetUserReadinessResponse {
+                user: Some(convert::user(&view)),
+            }))
+        })
+        .await
     }
 
     async fn list_users(
         &self,
         request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
-        let request = request.into_inner();
-        let state = convert::readiness_filter(request.state, "state")?;
-        let filter = format!("state={}", request.state);
-        let after = page_token::decode(&request.page_token, &filter)?
-            .map(|key| convert::uuid_field("page_token", &key))
-            .transpose()?;
-        let page = self
-            .core
-            .list_users(state, after, page_token::page_size(request.page_size)?)
-            .await?;
-        let next_page_token = match page.items.last() {
-            Some(last) if page.more => page_token::encode(&filter, &last.user.user_id.to_string()),
-            _ => String::new(),
-        };
-        Ok(Response::new(ListUsersResponse {
-            users: page.items.iter().map(convert::user).collect(),
-            next_page_token,
-        }))
+        super::metered("ListUsers", async move {
+            let request = request.into_inner();
+            let state = convert::readiness_filter(request.state, "state")?;
+            let filter = format!("state={}", request.state);
+            let after = page_token::decode(&request.page_token, &filter)?
+                .map(|key| convert::uuid_field("page_token", &key))
+                .transpose()?;
+            let page = self
+                .core
+                .list_users(state, after, page_token::page_size(request.page_size)?)
+                .await?;
+            let next_page_token = match page.items.last() {
+                Some(last) if page.more => {
+                    page_token::encode(&filter, &last.user.user_id.to_string())
+                }
+                _ => String::new(),
+            };
+            Ok(Response::new(ListUsersResponse {
+                users: page.items.iter().map(convert::user).collect(),
+                next_page_token,
+            }))
+        })
+        .await
     }
 }

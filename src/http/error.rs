@@ -31,6 +31,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The outcome label for metrics.
+    pub fn outcome(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),

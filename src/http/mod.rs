@@ -98,6 +98,7 @@ pub fn router(state: HttpState, limits: &Limits) -> Router {
         .route("/webhooks/argyle", post(webhook::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .layer(protection)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -111,6 +112,26 @@ async fn overloaded(_: tower::BoxError) -> axum::response::Response {
 /// Liveness: the process answers.
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// Prometheus text exposition; user counts by state are read at scrape time.
+async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
+    match state.core.users_by_state().await {
+        Ok(counts) => {
+            for (readiness, count) in counts {
+                metrics::gauge!(crate::metrics::USERS, "state" => readiness.as_str())
+                    .set(count as f64);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "user counts for /metrics"),
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::handle().render(),
+    )
 }
 
 /// Readiness: the database answers and shutdown has not begun.

@@ -18,6 +18,28 @@ use crate::domain::signature::{self, SignatureError};
 const SIGNATURE_HEADER: &str = "x-argyle-signature";
 
 pub async fn receive(
+    state: State<HttpState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let result = accept(state, peer, headers, body).await;
+    let (event, outcome) = match &result {
+        Ok((_, Json(answer))) => (
+            answer["event"].as_str().unwrap_or("-").to_owned(),
+            answer["status"].as_str().unwrap_or("-").to_owned(),
+        ),
+        Err(error) => ("-".to_owned(), error.outcome().to_owned()),
+    };
+    if outcome == "duplicate" {
+        metrics::counter!(crate::metrics::DUPLICATES).increment(1);
+    }
+    metrics::counter!(crate::metrics::WEBHOOKS_RECEIVED, "event" => event, "outcome" => outcome)
+        .increment(1);
+    result
+}
+
+async fn accept(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -49,13 +71,19 @@ pub async fn receive(
     if signatures.next().is_some() {
         return Err(SignatureError::Duplicated.into());
     }
-    let verified = signature::verify(&state.secrets, signature, body)?;
+    let verified = signature::verify(&state.secrets, signature, body).inspect_err(|error| {
+        metrics::counter!(crate::metrics::SIGNATURE_FAILURES, "reason" => error.reason())
+            .increment(1);
+    })?;
+    let started = std::time::Instant::now();
     let report = state.core.ingest(verified).await?;
+    metrics::histogram!(crate::metrics::APPLY_SECONDS).record(started.elapsed().as_secs_f64());
     let status = match report.outcome {
         Outcome::Applied { .. } => "applied",
         Outcome::Ignored => "ignored",
         Outcome::Duplicate => "duplicate",
         Outcome::Rejected { reason } => {
+            metrics::counter!(crate::metrics::QUARANTINED).increment(1);
             return Err(ApiError::InvalidEvent {
                 reason,
                 delivery_id: report.delivery_id,

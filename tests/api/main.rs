@@ -11,6 +11,7 @@ mod grpc_queries;
 mod grpcurl;
 mod helpers;
 mod hostile_input;
+mod operations;
 mod readiness_scenarios;
 mod reports;
 mod security;

@@ -1,0 +1,151 @@
+//! Operating the service: Prometheus metrics after real traffic, and the container health check.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use readiness::grpc::pb::{self, StartPosition};
+
+use crate::helpers::{TestApp, body, new_id};
+
+/// `name{labels} value` lines of the Prometheus text format, keyed by `name{labels}`.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(samples: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| {
+            (series.as_str() == name || series.starts_with(&format!("{name}{{")))
+                && labels.iter().all(|label| series.contains(label))
+        })
+        .map(|(_, value)| value)
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_expose_the_named_series_after_real_traffic() {
+    let app = TestApp::spawn().await;
+    let (user, account) = (new_id(), new_id());
+    let connected = body::connected(&user, &account);
+    app.deliver_ok(&connected).await;
+    app.deliver_ok(&connected).await;
+    app.deliver_ok(&body::ready(&user, &[(&account, "2024-01-08T12:00:00Z")]))
+        .await;
+    assert_eq!(app.deliver("not json").await.0, 400);
+    assert_eq!(
+        app.post(
+            connected.clone().into_bytes(),
+            &[("content-type", "application/json")]
+        )
+        .await
+        .0,
+        401
+    );
+    let _ = app.readiness(&user).await;
+    let mut stream = app
+        .report_client()
+        .await
+        .stream_report_events(pb::StreamReportEventsRequest {
+            start: StartPosition::Now.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let _ = stream.message().await.unwrap(); // caught up
+    app.deliver_ok(&body::generated(&user, "voie", None)).await;
+    let _ = stream.message().await.unwrap(); // the live event
+
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    let samples = samples(&text);
+    let checks: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "readiness_webhooks_received_total",
+            vec!["event=\"accounts.connected\"", "outcome=\"applied\""],
+        ),
+        (
+            "readiness_webhooks_received_total",
+            vec!["outcome=\"duplicate\""],
+        ),
+        (
+            "readiness_webhooks_received_total",
+            vec!["outcome=\"invalid_event\""],
+        ),
+        (
+            "readiness_webhook_signature_failures_total",
+            vec!["reason=\"missing\""],
+        ),
+        ("readiness_webhook_apply_seconds_count", vec![]),
+        ("readiness_webhook_duplicates_total", vec![]),
+        ("readiness_deliveries_quarantined_total", vec![]),
+        ("readiness_users", vec!["state=\"ready\""]),
+        ("readiness_streams_open", vec![]),
+        ("readiness_events_streamed_total", vec![]),
+        ("readiness_stream_lag_seconds_count", vec![]),
+        (
+            "readiness_grpc_requests_total",
+            vec!["method=\"GetUserReadiness\"", "code=\"Ok\""],
+        ),
+        (
+            "readiness_grpc_request_seconds_count",
+            vec!["method=\"StreamReportEvents\""],
+        ),
+    ];
+    for (name, labels) in checks {
+        assert!(
+            value(&samples, name, &labels) >= 1.0,
+            "{name} {labels:?} missing or zero in:\n{text}"
+        );
+    }
+    assert!(text.contains("# TYPE readiness_webhook_apply_seconds histogram"));
+    assert!(
+        text.contains("readiness_database_errors_total") || !text.contains("database_unavailable")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_healthcheck_command_passes_against_a_ready_service_and_fails_otherwise() {
+    let app = TestApp::spawn().await;
+    let check = |addr: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_readiness"))
+                .args(["healthcheck", "--http-addr", &addr])
+                .output()
+                .unwrap()
+        })
+    };
+    let ready = check(app.http.to_string()).await.unwrap();
+    assert!(
+        ready.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ready.stderr)
+    );
+
+    app.core.db().close_by_ref().await.unwrap();
+    let unready = check(app.http.to_string()).await.unwrap();
+    assert!(!unready.status.success());
+    assert!(String::from_utf8_lossy(&unready.stderr).contains("not ready: 503"));
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let nobody = check(free.to_string()).await.unwrap();
+    assert!(!nobody.status.success());
+}
