@@ -22,6 +22,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the effective settings of `serve` (same flags) as JSON, secrets redacted.
     Config(ServeArgs),
+    /// Inspect, replay and prune stored webhook deliveries (uses the database settings of `serve`).
+    Inbox(InboxArgs),
     /// Probe a running service's `/readyz` (for container health checks): exit 0 when ready.
     Healthcheck(HealthcheckArgs),
     /// Print the SHA-256 (hex) of a gRPC bearer token read from standard input, for
@@ -163,4 +165,48 @@ pub struct HealthcheckArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3)]
     pub timeout_secs: u64,
+}
+
+/// `inbox` and its settings.
+#[derive(Debug, Args)]
+pub struct InboxArgs {
+    #[command(subcommand)]
+    pub action: InboxAction,
+    #[command(flatten)]
+    pub settings: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InboxAction {
+    /// List deliveries (oldest first) as JSON lines.
+    List {
+        /// Only this status: applied, ignored, or rejected (alias: failed).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only deliveries received since this time (RFC 3339) or this long ago (`24h`, `30d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Start after this delivery id.
+        #[arg(long)]
+        after: Option<i64>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// Show one delivery, with its raw body.
+    Show { id: i64 },
+    /// Re-apply a stored delivery (or every rejected one) with this version's parser and rules.
+    Replay {
+        /// The delivery id.
+        #[arg(required_unless_present = "rejected", conflicts_with = "rejected")]
+        id: Option<i64>,
+        /// Replay every rejected delivery.
+        #[arg(long, alias = "failed")]
+        rejected: bool,
+    },
+    /// Delete raw deliveries older than a duration (`30d`); derived state and the event log stay.
+    Prune {
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+    },
 }

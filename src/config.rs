@@ -195,8 +195,21 @@ pub enum ConfigError {
 }
 
 impl Settings {
-    /// Layers defaults, the TOML file (if given), the environment and `overrides` (flags).
+    /// Layers defaults, the TOML file (if given), the environment and `overrides` (flags), and
+    /// checks everything `serve` needs.
     pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Self, ConfigError> {
+        let settings = Self::load_for_tools(file, overrides)?;
+        if settings.argyle_secrets.is_empty() {
+            return Err(ConfigError::NoSecrets);
+        }
+        Ok(settings)
+    }
+
+    /// Like [`Settings::load`], for commands that only need the database (no webhook secret).
+    pub fn load_for_tools(
+        file: Option<&Path>,
+        overrides: impl Serialize,
+    ) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
@@ -206,9 +219,6 @@ impl Settings {
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|error| ConfigError::Invalid(Box::new(error)))?;
-        if settings.argyle_secrets.is_empty() {
-            return Err(ConfigError::NoSecrets);
-        }
         for (name, value) in [
             ("max_body_bytes", settings.max_body_bytes as u64),
             (

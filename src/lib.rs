@@ -19,6 +19,7 @@ pub mod core;
 pub mod domain;
 pub mod grpc;
 pub mod http;
+pub mod inbox_cli;
 pub mod metrics;
 pub mod store;
 pub mod telemetry;

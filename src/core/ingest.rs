@@ -50,9 +50,9 @@ pub struct IngestReport {
 }
 
 /// Stored delivery statuses.
-const APPLIED: &str = "applied";
-const IGNORED: &str = "ignored";
-const REJECTED: &str = "rejected";
+pub(super) const APPLIED: &str = "applied";
+pub(super) const IGNORED: &str = "ignored";
+pub(super) const REJECTED: &str = "rejected";
 
 impl Core {
     /// Stores and applies one verified delivery in a single transaction.
@@ -173,7 +173,7 @@ impl Core {
 
 /// The per-user work of one event. Returns the number of events appended, or a reason to reject
 /// the delivery (checked before anything is written).
-async fn apply(
+pub(super) async fn apply(
     txn: &DatabaseTransaction,
     now: DateTime<Utc>,
     delivery_id: i64,

@@ -1,6 +1,7 @@
 //! Use cases: apply a verified webhook delivery atomically, and answer queries. The only thing
 //! `http` and `grpc` call; it owns the database handle and speaks domain types.
 
+mod inbox;
 mod ingest;
 pub mod log;
 mod queries;
@@ -12,6 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::store::{self, StoreError};
 
+pub use inbox::{DeliverySummary, InboxFilter, STATUSES};
 pub use ingest::{IngestReport, Outcome};
 pub use log::{Cursor, EventFilter, LoggedEvent, Start, StreamItem, StreamOptions};
 pub use queries::{Page, ReportFilter, ReportLookup, UserLookup, UserView};

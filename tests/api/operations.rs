@@ -149,3 +149,140 @@ async fn the_healthcheck_command_passes_against_a_ready_service_and_fails_otherw
     let nobody = check(free.to_string()).await.unwrap();
     assert!(!nobody.status.success());
 }
+
+/// Runs `readiness inbox ...` against the app's database; returns stdout.
+async fn inbox(app: &TestApp, args: &[&str]) -> String {
+    let (url, args): (String, Vec<String>) = (
+        app.database_url(),
+        args.iter().map(|a| a.to_string()).collect(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new(env!("CARGO_BIN_EXE_readiness"))
+            .arg("inbox")
+            .args(&args)
+            .env("READINESS_DATABASE_URL", url)
+            .env_remove("READINESS_ARGYLE_SECRETS")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "inbox {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn inbox_commands_list_show_replay_and_prune_stored_deliveries() {
+    use readiness::store::entities::delivery;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let app = TestApp::spawn().await;
+
+    // A delivery that can never apply: it names another user's account.
+    let (owner, intruder, account) = (new_id(), new_id(), new_id());
+    app.deliver_ok(&body::connected(&owner, &account)).await;
+    assert_eq!(
+        app.deliver(&body::ready(
+            &intruder,
+            &[(&account, "2024-01-08T12:00:00Z")]
+        ))
+        .await
+        .0,
+        400
+    );
+
+    // A delivery an older version could not apply, stored as rejected: it applies now.
+    let user = new_id();
+    let report_id = format!("replayed-{}", new_id());
+    let raw = body::generated(&user, "voie", Some(&report_id));
+    delivery::Entity::insert(delivery::ActiveModel {
+        body_sha256: Set(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            raw.as_bytes(),
+        ))),
+        body: Set(raw.clone().into_bytes()),
+        status: Set("rejected".into()),
+        error: Set(Some("unknown shape (recorded by an older version)".into())),
+        received_at: Set(chrono::Utc::now()),
+        ..Default::default()
+    })
+    .exec(app.core.db())
+    .await
+    .unwrap();
+
+    let failed = json_lines(&inbox(&app, &["list", "--status", "failed"]).await);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let replayable = failed
+        .iter()
+        .find(|d| d["error"].as_str().unwrap().contains("older version"))
+        .unwrap();
+    let id = replayable["id"].as_i64().unwrap().to_string();
+    let shown: serde_json::Value =
+        serde_json::from_str(&inbox(&app, &["show", &id]).await).unwrap();
+    assert_eq!(shown["body"], raw);
+
+    let replayed = json_lines(&inbox(&app, &["replay", "--failed"]).await);
+    let by_id = |wanted: bool| {
+        replayed
+            .iter()
+            .find(|d| (d["id"].as_i64().unwrap().to_string() == id) == wanted)
+            .unwrap()
+    };
+    assert_eq!(by_id(true)["replay"]["result"], "applied");
+    let still = by_id(false);
+    assert_eq!(still["replay"]["result"], "rejected");
+    assert!(
+        still["replay"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to user")
+    );
+
+    let report = app
+        .report_client()
+        .await
+        .get_report(pb::GetReportRequest {
+            report: Some(pb::get_report_request::Report::ArgyleReportId(
+                report_id.clone(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    assert_eq!(report.user_id, user);
+    let events = app.event_count().await;
+    let again = json_lines(&inbox(&app, &["replay", &id]).await);
+    assert_eq!(
+        again[0]["replay"],
+        serde_json::json!({"result": "applied", "events": 0}),
+        "replay is idempotent"
+    );
+    assert_eq!(app.event_count().await, events);
+    assert_eq!(
+        json_lines(&inbox(&app, &["list", "--status", "applied"]).await).len(),
+        2
+    );
+
+    let kept = inbox(&app, &["prune", "--older-than", "1h"]).await;
+    assert!(kept.contains("\"deleted\":0"), "{kept}");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let pruned = inbox(&app, &["prune", "--older-than", "1ms"]).await;
+    assert!(pruned.contains("\"deleted\":3"), "{pruned}");
+    assert!(inbox(&app, &["list"]).await.is_empty());
+    assert_eq!(
+        app.readiness(&owner).await.accounts.len(),
+        1,
+        "derived state is kept"
+    );
+    app.stop().await;
+}
