@@ -102,7 +102,16 @@ impl App {
             open_health: self.settings.grpc_open_health,
             open_reflection: self.settings.grpc_open_reflection,
             max_message_bytes: self.settings.grpc_max_message_bytes,
+            admin: self.settings.grpc_admin_enabled.then(|| {
+                grpc::BearerAuth::new(&security.admin_token_hashes)
+                    .or_else(|| grpc::BearerAuth::new(&security.token_hashes))
+            }),
         };
+        if matches!(access.admin, Some(None)) {
+            tracing::warn!(
+                "AdminService is enabled without any token: anyone reaching gRPC can replay deliveries"
+            );
+        }
         let routes = grpc::routes(self.core.clone(), health_service, &access)?;
         let mut grpc_server = tonic::transport::Server::builder()
             .max_concurrent_streams(self.settings.grpc_max_concurrent_streams)

@@ -100,6 +100,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_open_reflection: Option<bool>,
+    /// Serve AdminService [env: READINESS_GRPC_ADMIN_ENABLED] [default: false]
+    #[arg(long, value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_admin_enabled: Option<bool>,
+    /// SHA-256 hashes of AdminService tokens [env: READINESS_GRPC_ADMIN_TOKEN_SHA256]
+    #[arg(long, value_name = "HEX,...")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_admin_token_sha256: Option<String>,
     /// PEM certificate chain for gRPC TLS [env: READINESS_GRPC_TLS_CERT]
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -62,6 +62,12 @@ pub struct Settings {
     pub grpc_open_health: bool,
     /// Leave server reflection open when tokens are required. Default true.
     pub grpc_open_reflection: bool,
+    /// Serve `readiness.v1.AdminService` (inbox list/show/replay). Default false.
+    pub grpc_admin_enabled: bool,
+    /// SHA-256 hashes (hex) of the tokens AdminService requires, comma-separated. Empty: the
+    /// general `grpc_token_sha256` tokens apply (and with none at all, AdminService is open).
+    #[serde(deserialize_with = "comma_list")]
+    pub grpc_admin_token_sha256: Vec<String>,
     /// PEM certificate chain for TLS on the gRPC listener. Default none (plaintext).
     pub grpc_tls_cert: Option<PathBuf>,
     /// PEM private key for `grpc_tls_cert`.
@@ -111,6 +117,8 @@ impl Default for Settings {
             grpc_token_file: None,
             grpc_open_health: true,
             grpc_open_reflection: true,
+            grpc_admin_enabled: false,
+            grpc_admin_token_sha256: vec![],
             grpc_tls_cert: None,
             grpc_tls_key: None,
             grpc_tls_client_ca: None,
@@ -144,6 +152,11 @@ impl fmt::Debug for Settings {
             .field("grpc_token_file", &self.grpc_token_file)
             .field("grpc_open_health", &self.grpc_open_health)
             .field("grpc_open_reflection", &self.grpc_open_reflection)
+            .field("grpc_admin_enabled", &self.grpc_admin_enabled)
+            .field(
+                "grpc_admin_token_sha256",
+                &self.grpc_admin_token_sha256.len(),
+            )
             .field("grpc_tls_cert", &self.grpc_tls_cert)
             .field("grpc_tls_key", &self.grpc_tls_key)
             .field("grpc_tls_client_ca", &self.grpc_tls_client_ca)
@@ -269,20 +282,24 @@ impl Settings {
                     .map(str::to_owned),
             );
         }
-        let token_hashes = hashes
-            .iter()
-            .map(|hash| {
-                let bytes = hex::decode(hash).ok().filter(|bytes| bytes.len() == 32);
-                bytes
-                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                    .ok_or_else(|| ConfigError::Bad {
-                        setting: "grpc_token_sha256",
-                        problem:
-                            "each entry must be 64 hex digits (readiness hash-token prints one)"
-                                .into(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let parse_hashes = |hashes: &[String]| {
+            hashes
+                .iter()
+                .map(|hash| {
+                    let bytes = hex::decode(hash).ok().filter(|bytes| bytes.len() == 32);
+                    bytes
+                        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                        .ok_or_else(|| ConfigError::Bad {
+                            setting: "grpc_token_sha256",
+                            problem:
+                                "each entry must be 64 hex digits (readiness hash-token prints one)"
+                                    .into(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let token_hashes = parse_hashes(&hashes)?;
+        let admin_token_hashes = parse_hashes(&self.grpc_admin_token_sha256)?;
         let read = |setting: &'static str, path: &Option<PathBuf>| {
             path.as_ref()
                 .map(|path| {
@@ -312,6 +329,7 @@ impl Settings {
         };
         Ok(Security {
             token_hashes,
+            admin_token_hashes,
             allowed: cidrs("http_allowed_cidrs", &self.http_allowed_cidrs)?,
             trusted_proxies: cidrs("http_trusted_proxies", &self.http_trusted_proxies)?,
             tls,
@@ -324,6 +342,8 @@ impl Settings {
 pub struct Security {
     /// SHA-256 of accepted gRPC bearer tokens; empty means gRPC is open.
     pub token_hashes: Vec<[u8; 32]>,
+    /// SHA-256 of AdminService tokens; empty means the general tokens apply.
+    pub admin_token_hashes: Vec<[u8; 32]>,
     /// Networks allowed to post webhooks; empty means any.
     pub allowed: Vec<ipnet::IpNet>,
     /// Proxies whose client-address header is believed.

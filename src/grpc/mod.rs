@@ -1,6 +1,7 @@
 //! tonic gRPC API (`readiness.v1`): thin services over `core`, pb ↔ domain conversions, one
 //! `CoreError` → `Status` mapping, plus standard health and reflection (v1 and v1alpha).
 
+mod admin_service;
 mod auth;
 mod convert;
 mod page_token;
@@ -49,6 +50,8 @@ pub struct Access {
     pub open_reflection: bool,
     /// Largest request message, in bytes.
     pub max_message_bytes: usize,
+    /// Mount `AdminService`, behind this check (`None`: open).
+    pub admin: Option<Option<BearerAuth>>,
 }
 
 /// Adds `service`, behind the token check when `auth` is set.
@@ -116,10 +119,19 @@ where
     let readiness =
         pb::readiness_service_server::ReadinessServiceServer::new(ReadinessApi::new(core.clone()))
             .max_decoding_message_size(limit);
+    let core_for_admin = core.clone();
     let reports = pb::report_service_server::ReportServiceServer::new(ReportApi::new(core))
         .max_decoding_message_size(limit);
     routes = add(routes, readiness, auth);
-    Ok(add(routes, reports, auth))
+    routes = add(routes, reports, auth);
+    if let Some(admin_auth) = &access.admin {
+        let admin = pb::admin_service_server::AdminServiceServer::new(
+            admin_service::AdminApi::new(core_for_admin),
+        )
+        .max_decoding_message_size(limit);
+        routes = add(routes, admin, admin_auth.as_ref());
+    }
+    Ok(routes)
 }
 
 /// Runs one RPC, counting it by method and status code and timing it (to the first response

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use readiness::domain::signature::{Secret, sign};
 
 const BIN: &str = env!("CARGO_BIN_EXE_readiness");
-const SETTINGS_VARS: [&str; 27] = [
+const SETTINGS_VARS: [&str; 29] = [
     "READINESS_CONFIG",
     "READINESS_DATABASE_URL",
     "READINESS_HTTP_ADDR",
@@ -25,6 +25,8 @@ const SETTINGS_VARS: [&str; 27] = [
     "READINESS_GRPC_TOKEN_FILE",
     "READINESS_GRPC_OPEN_HEALTH",
     "READINESS_GRPC_OPEN_REFLECTION",
+    "READINESS_GRPC_ADMIN_ENABLED",
+    "READINESS_GRPC_ADMIN_TOKEN_SHA256",
     "READINESS_GRPC_TLS_CERT",
     "READINESS_GRPC_TLS_KEY",
     "READINESS_GRPC_TLS_CLIENT_CA",

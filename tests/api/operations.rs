@@ -286,3 +286,107 @@ async fn inbox_commands_list_show_replay_and_prune_stored_deliveries() {
     );
     app.stop().await;
 }
+
+fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer operator".parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn the_admin_service_is_off_by_default_and_behind_its_own_tokens_when_on() {
+    use readiness::grpc::hash_token;
+    use readiness::grpc::pb::admin_service_client::AdminServiceClient;
+    use tonic::Code;
+
+    let app = TestApp::spawn().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let off = AdminServiceClient::new(channel)
+        .list_deliveries(pb::ListDeliveriesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(off.code(), Code::Unimplemented);
+    app.stop().await;
+
+    let app = TestApp::spawn_with(|settings| {
+        settings.grpc_admin_enabled = true;
+        settings.grpc_admin_token_sha256 = vec![hash_token("operator")];
+    })
+    .await;
+    let (owner, intruder, account) = (new_id(), new_id(), new_id());
+    app.deliver_ok(&body::connected(&owner, &account)).await;
+    assert_eq!(
+        app.deliver(&body::ready(
+            &intruder,
+            &[(&account, "2024-01-08T12:00:00Z")]
+        ))
+        .await
+        .0,
+        400
+    );
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = AdminServiceClient::new(channel);
+    let denied = admin
+        .list_deliveries(pb::ListDeliveriesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::Unauthenticated);
+    let rejected = admin
+        .list_deliveries(authorized(pb::ListDeliveriesRequest {
+            status: pb::DeliveryStatus::Rejected.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    assert_eq!(rejected.len(), 1);
+    assert!(rejected[0].error.contains("belongs to user"));
+
+    let shown = admin
+        .get_delivery(authorized(pb::GetDeliveryRequest { id: rejected[0].id }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        String::from_utf8(shown.delivery.unwrap().body)
+            .unwrap()
+            .contains("reports.ready")
+    );
+    let replay = admin
+        .replay_delivery(authorized(pb::ReplayDeliveryRequest { id: rejected[0].id }))
+        .await
+        .unwrap()
+        .into_inner()
+        .replay
+        .unwrap();
+    assert_eq!(
+        replay.outcome(),
+        pb::DeliveryStatus::Rejected,
+        "still inconsistent: stays rejected"
+    );
+    assert!(replay.reason.contains("belongs to user"));
+    let all = admin
+        .replay_rejected_deliveries(authorized(pb::ReplayRejectedDeliveriesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.replays.len(), 1);
+    let missing = admin
+        .get_delivery(authorized(pb::GetDeliveryRequest { id: 999_999 }))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    app.stop().await;
+}
