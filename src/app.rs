@@ -114,6 +114,11 @@ impl App {
         }
         let routes = grpc::routes(self.core.clone(), health_service, &access)?;
         let mut grpc_server = tonic::transport::Server::builder()
+            .trace_fn(|request| {
+                let span = tracing::info_span!("grpc_request", rpc.method = %request.uri().path());
+                crate::telemetry::set_remote_parent(&span, request.headers());
+                span
+            })
             .max_concurrent_streams(self.settings.grpc_max_concurrent_streams)
             .concurrency_limit_per_connection(self.settings.grpc_max_concurrent_streams as usize);
         if let Some(tls) = &security.tls {

@@ -36,13 +36,21 @@ fn main() -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref(), &args)?;
-    telemetry::init(settings.log_format);
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async {
+        let telemetry = telemetry::init(settings.log_format)?;
+        if telemetry.exporting() {
+            tracing::info!("exporting traces over OTLP");
+        }
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone())?;
-        let app = App::build(settings).await?;
-        app.run(shutdown).await
+        let result = match App::build(settings).await {
+            Ok(app) => app.run(shutdown).await,
+            Err(error) => Err(error),
+        };
+        // Flush spans before exiting, whatever the outcome.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        result
     })
 }
 

@@ -56,7 +56,7 @@ pub(super) const REJECTED: &str = "rejected";
 
 impl Core {
     /// Stores and applies one verified delivery in a single transaction.
-    #[tracing::instrument(skip_all, fields(delivery_id, event))]
+    #[tracing::instrument(name = "ingest", skip_all, fields(delivery_id, event))]
     pub async fn ingest(
         &self,
         body: Verified<impl AsRef<[u8]>>,
@@ -173,6 +173,7 @@ impl Core {
 
 /// The per-user work of one event. Returns the number of events appended, or a reason to reject
 /// the delivery (checked before anything is written).
+#[tracing::instrument(name = "apply", skip_all)]
 pub(super) async fn apply(
     txn: &DatabaseTransaction,
     now: DateTime<Utc>,
@@ -459,6 +460,7 @@ async fn insert_report(
 
 /// Appends events to the log in the caller's transaction, under the append lock that makes
 /// sequence order equal commit order (see `core::log`).
+#[tracing::instrument(name = "append_events", skip_all, fields(count = events.len()))]
 async fn append_events(
     txn: &impl ConnectionTrait,
     now: DateTime<Utc>,

@@ -319,10 +319,16 @@ impl Subscriber {
     }
 
     async fn send(&self, item: StreamItem) -> Result<(), Stop> {
-        if let StreamItem::Event(_) = &item {
-            metrics::counter!(crate::metrics::EVENTS_STREAMED).increment(1);
-        }
-        self.tx.send(Ok(item)).await.map_err(|_| Stop::Gone)
+        let span = match &item {
+            StreamItem::Event(event) => {
+                metrics::counter!(crate::metrics::EVENTS_STREAMED).increment(1);
+                tracing::info_span!("stream_delivery", event.seq = event.seq)
+            }
+            _ => tracing::Span::none(),
+        };
+        tracing::Instrument::instrument(self.tx.send(Ok(item)), span)
+            .await
+            .map_err(|_| Stop::Gone)
     }
 
     /// Reads from the database until the end of the log, subscribing to the live broadcast

@@ -100,8 +100,19 @@ pub fn router(state: HttpState, limits: &Limits) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .layer(protection)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// One span per HTTP request, child of the caller's trace when it sends `traceparent`.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "http_request",
+        http.request.method = %request.method(),
+        url.path = %request.uri().path(),
+    );
+    crate::telemetry::set_remote_parent(&span, request.headers());
+    span
 }
 
 /// The answer when the concurrency limit is reached: shed, do not queue.

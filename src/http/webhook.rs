@@ -71,7 +71,9 @@ async fn accept(
     if signatures.next().is_some() {
         return Err(SignatureError::Duplicated.into());
     }
-    let verified = signature::verify(&state.secrets, signature, body).inspect_err(|error| {
+    let verified = tracing::info_span!("verify_signature")
+        .in_scope(|| signature::verify(&state.secrets, signature, body));
+    let verified = verified.inspect_err(|error| {
         metrics::counter!(crate::metrics::SIGNATURE_FAILURES, "reason" => error.reason())
             .increment(1);
     })?;

@@ -16,4 +16,5 @@ mod readiness_scenarios;
 mod reports;
 mod security;
 mod streams;
+mod tracing_export;
 mod webhook_answers;

@@ -1,0 +1,204 @@
+//! Traces reach an OpenTelemetry collector: an in-test OTLP/gRPC receiver (a tonic server
+//! implementing the OTLP trace service) gets the spans of a webhook, child of the sender's W3C
+//! `traceparent`, down to the event append, and of a gRPC call.
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use readiness::domain::signature::{Secret, sign};
+use readiness::grpc::pb;
+
+use crate::helpers::{SECRET, body, new_id};
+
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<(String, Span)>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|resource| &resource.attributes)
+                .find(|attribute| attribute.key == "service.name")
+                .and_then(|attribute| attribute.value.as_ref()?.value.clone())
+                .map(|value| match value {
+                    Value::StringValue(name) => name,
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                spans.extend(scope.spans.into_iter().map(|span| (service.clone(), span)));
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_as_children_of_the_callers_traceparent() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (http, grpc) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_readiness"))
+        .args([
+            "serve",
+            "--http-addr",
+            &format!("127.0.0.1:{http}"),
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+        ])
+        .env("READINESS_ARGYLE_SECRETS", SECRET)
+        .env(
+            "READINESS_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display()),
+        )
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
+        .env("OTEL_SERVICE_NAME", "readiness-under-test")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if client
+            .get(format!("http://127.0.0.1:{http}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the server came up");
+
+    let (trace_id, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let traceparent = format!("00-{trace_id}-{caller_span}-01");
+    let delivery = body::connected(&new_id(), &new_id());
+    let response = client
+        .post(format!("http://127.0.0.1:{http}/webhooks/argyle"))
+        .header("content-type", "application/json")
+        .header(
+            "x-argyle-signature",
+            sign(&Secret::new(SECRET), delivery.as_bytes()),
+        )
+        .header("traceparent", &traceparent)
+        .body(delivery)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let grpc_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut request = tonic::Request::new(pb::ListUsersRequest::default());
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{grpc_trace}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    let mut readiness = pb::readiness_service_client::ReadinessServiceClient::connect(format!(
+        "http://127.0.0.1:{grpc}"
+    ))
+    .await
+    .unwrap();
+    readiness.list_users(request).await.unwrap();
+
+    // Shutdown flushes the exporter.
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    server.abort();
+
+    let spans = receiver.spans.lock().unwrap().clone();
+    let in_trace = |trace: &str| -> Vec<&Span> {
+        spans
+            .iter()
+            .map(|(_, span)| span)
+            .filter(|span| hex::encode(&span.trace_id) == trace)
+            .collect()
+    };
+    let webhook = in_trace(trace_id);
+    let named = |name: &str| -> &Span {
+        webhook
+            .iter()
+            .find(|span| span.name == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {name} span in {:?}",
+                    webhook.iter().map(|s| &s.name).collect::<Vec<_>>()
+                )
+            })
+    };
+    let (request_span, ingest, apply, append) = (
+        named("http_request"),
+        named("ingest"),
+        named("apply"),
+        named("append_events"),
+    );
+    assert_eq!(
+        hex::encode(&request_span.parent_span_id),
+        caller_span,
+        "the caller's span is the parent"
+    );
+    assert_eq!(ingest.parent_span_id, request_span.span_id);
+    assert_eq!(apply.parent_span_id, ingest.span_id);
+    assert_eq!(append.parent_span_id, apply.span_id);
+    assert_eq!(
+        named("verify_signature").parent_span_id,
+        request_span.span_id
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|(service, _)| service == "readiness-under-test")
+    );
+
+    let grpc_spans = in_trace(grpc_trace);
+    assert!(
+        grpc_spans.iter().any(|span| span.name == "grpc_request"),
+        "{grpc_spans:?}"
+    );
+}
