@@ -22,6 +22,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the effective settings of `serve` (same flags) as JSON, secrets redacted.
     Config(ServeArgs),
+    /// Manage this service's webhook subscriptions at Argyle (credentials from the environment).
+    Argyle(ArgyleArgs),
     /// Inspect, replay and prune stored webhook deliveries (uses the database settings of `serve`).
     Inbox(InboxArgs),
     /// Probe a running service's `/readyz` (for container health checks): exit 0 when ready.
@@ -217,4 +219,67 @@ pub enum InboxAction {
         #[arg(long, value_name = "DURATION")]
         older_than: String,
     },
+}
+
+/// `argyle` and its connection settings.
+#[derive(Debug, Args)]
+pub struct ArgyleArgs {
+    /// Which Argyle API to use.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "sandbox",
+        env = "READINESS_ARGYLE_ENVIRONMENT"
+    )]
+    pub environment: ArgyleEnvironment,
+    /// Another API base URL (a proxy, or a fake in tests); overrides --environment.
+    #[arg(long, env = "READINESS_ARGYLE_BASE_URL")]
+    pub base_url: Option<String>,
+    /// API key id (HTTP Basic user name).
+    #[arg(long, env = "READINESS_ARGYLE_API_KEY_ID", hide_env_values = true)]
+    pub api_key_id: String,
+    /// API key secret (HTTP Basic password).
+    #[arg(long, env = "READINESS_ARGYLE_API_KEY_SECRET", hide_env_values = true)]
+    pub api_key_secret: String,
+    #[command(subcommand)]
+    pub action: ArgyleAction,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ArgyleEnvironment {
+    Sandbox,
+    Production,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArgyleAction {
+    /// Create the subscriptions this service needs (idempotent: existing matching ones are kept,
+    /// differing ones with our names are replaced).
+    Subscribe {
+        /// The public URL of this service's `POST /webhooks/argyle`.
+        #[arg(long)]
+        url: String,
+        /// Prefix of the subscription names.
+        #[arg(long, default_value = "readiness")]
+        name: String,
+        /// The signing secret; defaults to the first of READINESS_ARGYLE_SECRETS.
+        #[arg(long, env = "READINESS_SIGN_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Print the requests that would change anything, and send none of them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List or delete subscriptions.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksAction {
+    /// Print every subscription as a JSON line (secrets omitted).
+    List,
+    /// Delete one subscription by id.
+    Delete { id: String },
 }

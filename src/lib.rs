@@ -13,6 +13,7 @@
 //!   metrics, start-up and shutdown, commands.
 
 pub mod app;
+pub mod argyle_cli;
 pub mod cli;
 pub mod config;
 pub mod core;

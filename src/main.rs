@@ -23,6 +23,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sign(args) => sign_body(args),
         Command::Healthcheck(args) => healthcheck(args),
         Command::Inbox(args) => readiness::inbox_cli::run(args),
+        Command::Argyle(args) => readiness::argyle_cli::run(args),
         Command::HashToken => {
             let mut token = String::new();
             std::io::stdin()

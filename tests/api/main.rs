@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod argyle_api;
 mod cli;
 mod crash;
 mod faults;
