@@ -26,6 +26,9 @@ pub enum Command {
     Argyle(ArgyleArgs),
     /// Inspect, replay and prune stored webhook deliveries (uses the database settings of `serve`).
     Inbox(InboxArgs),
+    /// Play realistic signed Argyle traffic against a running service and report throughput and
+    /// acknowledgement latency (a load generator for benchmarks and rehearsals).
+    Simulate(SimulateArgs),
     /// Probe a running service's `/readyz` (for container health checks): exit 0 when ready.
     Healthcheck(HealthcheckArgs),
     /// Print the SHA-256 (hex) of a gRPC bearer token read from standard input, for
@@ -282,4 +285,33 @@ pub enum WebhooksAction {
     List,
     /// Delete one subscription by id.
     Delete { id: String },
+}
+
+/// Flags of `simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Base URL of the service's HTTP listener.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Signing secret; defaults to the first of READINESS_ARGYLE_SECRETS.
+    #[arg(long, env = "READINESS_SIGN_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Simulated users (each with 1-3 accounts and a full event sequence).
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Concurrent senders.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Target deliveries per second across all senders; 0 sends as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Share of deliveries sent twice (0.0-1.0).
+    #[arg(long, default_value_t = 0.05)]
+    pub duplicates: f64,
+    /// Share of users whose deliveries are shuffled (out of order).
+    #[arg(long, default_value_t = 0.2)]
+    pub reorder: f64,
+    /// Random seed (the same seed plays the same traffic).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }

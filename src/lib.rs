@@ -22,5 +22,6 @@ pub mod grpc;
 pub mod http;
 pub mod inbox_cli;
 pub mod metrics;
+pub mod simulate;
 pub mod store;
 pub mod telemetry;

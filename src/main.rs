@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         Command::Healthcheck(args) => healthcheck(args),
         Command::Inbox(args) => readiness::inbox_cli::run(args),
         Command::Argyle(args) => readiness::argyle_cli::run(args),
+        Command::Simulate(args) => readiness::simulate::run(args),
         Command::HashToken => {
             let mut token = String::new();
             std::io::stdin()

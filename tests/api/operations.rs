@@ -390,3 +390,54 @@ async fn the_admin_service_is_off_by_default_and_behind_its_own_tokens_when_on()
     assert_eq!(missing.code(), Code::NotFound);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn simulate_plays_signed_traffic_that_is_all_acknowledged() {
+    let app = TestApp::spawn().await;
+    let target = format!("http://{}", app.http);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_readiness"))
+            .args([
+                "simulate",
+                "--target",
+                &target,
+                "--users",
+                "25",
+                "--concurrency",
+                "4",
+                "--secret",
+            ])
+            .arg(crate::helpers::SECRET)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let deliveries = summary["deliveries"].as_u64().unwrap();
+    assert!(deliveries >= 25 * 2, "{summary}");
+    assert_eq!(
+        summary["statuses"],
+        serde_json::json!({"200": deliveries}),
+        "{summary}"
+    );
+    assert!(summary["ack_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    let users = app
+        .readiness_client()
+        .await
+        .list_users(pb::ListUsersRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(users.len(), 25);
+    app.stop().await;
+}
