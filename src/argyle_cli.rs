@@ -231,20 +231,7 @@ pub fn run(args: ArgyleArgs) -> anyhow::Result<()> {
                 secret,
                 dry_run,
             } => {
-                let secret = match secret {
-                    Some(secret) => secret,
-                    None => std::env::var("READINESS_ARGYLE_SECRETS")
-                        .ok()
-                        .and_then(|all| {
-                            all.split(',')
-                                .map(str::trim)
-                                .find(|s| !s.is_empty())
-                                .map(str::to_owned)
-                        })
-                        .context(
-                            "no signing secret: pass --secret or set READINESS_ARGYLE_SECRETS",
-                        )?,
-                };
+                let secret = crate::config::signing_secret(secret)?;
                 subscribe(&client, &base, &url, &name, &secret, dry_run).await?;
             }
         }

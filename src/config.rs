@@ -175,6 +175,20 @@ impl fmt::Debug for Settings {
     }
 }
 
+/// The secret to sign with: `explicit` (a `--secret` flag), else the first of
+/// `READINESS_ARGYLE_SECRETS` (the one new subscriptions are signed with).
+pub fn signing_secret(explicit: Option<String>) -> Result<String, ConfigError> {
+    explicit
+        .or_else(|| {
+            let all = std::env::var("READINESS_ARGYLE_SECRETS").ok()?;
+            all.split(',')
+                .map(str::trim)
+                .find(|s| !s.is_empty())
+                .map(str::to_owned)
+        })
+        .ok_or(ConfigError::NoSigningSecret)
+}
+
 /// The URL with any password replaced, safe to log.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -198,6 +212,8 @@ pub enum ConfigError {
         "no webhook secret configured: set READINESS_ARGYLE_SECRETS (comma-separated) or --argyle-secrets"
     )]
     NoSecrets,
+    #[error("no signing secret: pass --secret or set READINESS_ARGYLE_SECRETS")]
+    NoSigningSecret,
     #[error("{0} must be at least 1")]
     Zero(&'static str),
     #[error("{setting}: {problem}")]

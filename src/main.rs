@@ -83,18 +83,7 @@ fn cancel_on_signal(shutdown: CancellationToken) -> anyhow::Result<()> {
 }
 
 fn sign_body(args: SignArgs) -> anyhow::Result<()> {
-    let secret = match args.secret {
-        Some(secret) => secret,
-        None => std::env::var("READINESS_ARGYLE_SECRETS")
-            .ok()
-            .and_then(|all| {
-                all.split(',')
-                    .map(str::trim)
-                    .find(|s| !s.is_empty())
-                    .map(str::to_owned)
-            })
-            .context("no secret: pass --secret or set READINESS_ARGYLE_SECRETS")?,
-    };
+    let secret = readiness::config::signing_secret(args.secret)?;
     let mut body = Vec::new();
     match args.file.as_deref() {
         Some(path) if path.as_os_str() != "-" => {

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -83,18 +82,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Runs the simulation and prints a JSON summary.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let secret = match &args.secret {
-        Some(secret) => secret.clone(),
-        None => std::env::var("READINESS_ARGYLE_SECRETS")
-            .ok()
-            .and_then(|all| {
-                all.split(',')
-                    .map(str::trim)
-                    .find(|s| !s.is_empty())
-                    .map(str::to_owned)
-            })
-            .context("no secret: pass --secret or set READINESS_ARGYLE_SECRETS")?,
-    };
+    let secret = crate::config::signing_secret(args.secret.clone())?;
     let mut rng = fastrand::Rng::with_seed(args.seed);
     let mut deliveries = Vec::new();
     for _ in 0..args.users {

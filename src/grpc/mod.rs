@@ -54,20 +54,37 @@ pub struct Access {
     pub admin: Option<Option<BearerAuth>>,
 }
 
-/// Adds `service`, behind the token check when `auth` is set.
-fn add<S>(routes: Routes, service: S, auth: Option<&BearerAuth>) -> Routes
-where
+/// What tonic's router accepts as a service.
+pub trait GrpcService:
+    tower::Service<
+        axum::http::Request<tonic::body::Body>,
+        Response = axum::http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + tonic::server::NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
     S: tower::Service<
             axum::http::Request<tonic::body::Body>,
             Response = axum::http::Response<tonic::body::Body>,
             Error = std::convert::Infallible,
+            Future: Send + 'static,
         > + tonic::server::NamedService
         + Clone
         + Send
         + Sync
-        + 'static,
-    S::Future: Send + 'static,
+        + 'static
 {
+}
+
+/// Adds `service`, behind the token check when `auth` is set.
+fn add(routes: Routes, service: impl GrpcService, auth: Option<&BearerAuth>) -> Routes {
     match auth {
         Some(auth) => routes.add_service(tonic::service::interceptor::InterceptedService::new(
             service,
