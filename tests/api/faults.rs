@@ -142,11 +142,7 @@ impl Drop for PrivatePostgres {
 }
 
 async fn health(app: &TestApp) -> ServingStatus {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: "readiness.v1.ReadinessService".into(),

@@ -179,11 +179,7 @@ async fn grpc_health_reports_our_services_as_serving() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     let app = TestApp::spawn().await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     let mut health = HealthClient::new(channel);
     for service in [
         "",
@@ -207,11 +203,7 @@ async fn grpc_health_turns_not_serving_when_the_database_is_lost() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     let app = TestApp::spawn().await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     let mut health = HealthClient::new(channel);
 
     app.core.db().close_by_ref().await.unwrap();

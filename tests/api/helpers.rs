@@ -238,6 +238,15 @@ impl TestApp {
         answer
     }
 
+    /// A plaintext gRPC channel to the service.
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     pub async fn readiness_client(&self) -> ReadinessServiceClient<Channel> {
         ReadinessServiceClient::connect(format!("http://{}", self.grpc))
             .await

@@ -302,11 +302,7 @@ async fn the_admin_service_is_off_by_default_and_behind_its_own_tokens_when_on()
     use tonic::Code;
 
     let app = TestApp::spawn().await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     let off = AdminServiceClient::new(channel)
         .list_deliveries(pb::ListDeliveriesRequest::default())
         .await
@@ -331,11 +327,7 @@ async fn the_admin_service_is_off_by_default_and_behind_its_own_tokens_when_on()
         400
     );
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     let mut admin = AdminServiceClient::new(channel);
     let denied = admin
         .list_deliveries(pb::ListDeliveriesRequest::default())

@@ -33,14 +33,6 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
-async fn channel(app: &TestApp) -> Channel {
-    Endpoint::from_shared(format!("http://{}", app.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn grpc_calls_need_a_configured_bearer_token_while_health_and_reflection_can_stay_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,7 +47,7 @@ async fn grpc_calls_need_a_configured_bearer_token_while_health_and_reflection_c
         settings.grpc_token_file = Some(file.clone());
     })
     .await;
-    let mut client = ReadinessServiceClient::new(channel(&app).await);
+    let mut client = ReadinessServiceClient::new(app.channel().await);
 
     let missing = client.get_user_readiness(lookup()).await.unwrap_err();
     assert_eq!(missing.code(), Code::Unauthenticated);
@@ -86,7 +78,7 @@ async fn grpc_calls_need_a_configured_bearer_token_while_health_and_reflection_c
         "streams are protected too"
     );
 
-    let mut health = HealthClient::new(channel(&app).await);
+    let mut health = HealthClient::new(app.channel().await);
     assert!(
         health.check(HealthCheckRequest::default()).await.is_ok(),
         "health is open by default"
@@ -98,7 +90,7 @@ async fn grpc_calls_need_a_configured_bearer_token_while_health_and_reflection_c
         settings.grpc_open_health = false;
     })
     .await;
-    let mut health = HealthClient::new(channel(&app).await);
+    let mut health = HealthClient::new(app.channel().await);
     let closed = health
         .check(HealthCheckRequest::default())
         .await
@@ -186,7 +178,7 @@ async fn grpc_serves_tls_and_with_a_client_ca_requires_client_certificates() {
             .code(),
         Code::NotFound
     );
-    let mut plaintext = ReadinessServiceClient::new(channel(&app).await);
+    let mut plaintext = ReadinessServiceClient::new(app.channel().await);
     assert!(
         plaintext.get_user_readiness(lookup()).await.is_err(),
         "plaintext is refused"
