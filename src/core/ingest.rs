@@ -66,10 +66,7 @@ impl Core {
         let parsed = argyle::parse(body);
         let now = Utc::now();
 
-        let _writer = match &self.write_lock {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
+        let _writer = self.writer().await;
         let txn = self.db.begin().await?;
         let (status, error, event_name, subscription, user_id) = match &parsed {
             Ok(delivery) => (

@@ -83,6 +83,14 @@ impl Core {
         Ok(core)
     }
 
+    /// Serialises writers on SQLite (see `write_lock`); nothing to wait for on PostgreSQL.
+    pub(super) async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
+    }
+
     /// Stops the follower and ends every open stream (they tell clients to resume elsewhere).
     pub fn shutdown(&self) {
         self.log.stop();

@@ -216,6 +216,16 @@ impl TestApp {
         .await
     }
 
+    /// A webhook request for `body`, signed with the test secret, ready for more headers.
+    pub fn signed_request(&self, body: String) -> reqwest::RequestBuilder {
+        let signature = sign(&Secret::new(SECRET), body.as_bytes());
+        self.client
+            .post(self.url("/webhooks/argyle"))
+            .header("content-type", "application/json")
+            .header("x-argyle-signature", signature)
+            .body(body)
+    }
+
     /// Posts raw bytes with exactly these headers.
     pub async fn post(&self, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
         let mut request = self.client.post(self.url("/webhooks/argyle")).body(body);

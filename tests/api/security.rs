@@ -16,7 +16,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::{SECRET, TestApp, body, new_id};
+use crate::helpers::{TestApp, body, new_id};
 
 fn lookup() -> pb::GetUserReadinessRequest {
     pb::GetUserReadinessRequest {
@@ -234,17 +234,8 @@ async fn webhooks_are_accepted_only_from_allowed_sources_and_a_proxy_header_only
     app.stop().await;
 
     let forwarded = |app: &TestApp, address: &'static str| {
-        let delivery = body::connected(&new_id(), &new_id());
-        let signature = readiness::domain::signature::sign(
-            &readiness::domain::signature::Secret::new(SECRET),
-            delivery.as_bytes(),
-        );
-        app.client
-            .post(app.url("/webhooks/argyle"))
-            .header("content-type", "application/json")
-            .header("x-argyle-signature", signature)
+        app.signed_request(body::connected(&new_id(), &new_id()))
             .header("x-forwarded-for", format!("198.51.100.9, {address}"))
-            .body(delivery)
             .send()
     };
     let behind_proxy = TestApp::spawn_with(|settings| {

@@ -343,14 +343,8 @@ async fn health_probes_answer_and_a_lost_database_gives_503_not_2xx() {
 async fn retry_after_is_sent_with_503() {
     let app = TestApp::spawn().await;
     app.core.db().close_by_ref().await.unwrap();
-    let body = body::connected(&new_id(), &new_id());
-    let signature = sign(&Secret::new(SECRET), body.as_bytes());
     let response = app
-        .client
-        .post(app.url("/webhooks/argyle"))
-        .header("content-type", "application/json")
-        .header("x-argyle-signature", signature)
-        .body(body)
+        .signed_request(body::connected(&new_id(), &new_id()))
         .send()
         .await
         .unwrap();
