@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, redact_url};
-use crate::core::{Core, StreamOptions};
+use crate::core::{Core, IngestOptions, StreamOptions};
 use crate::grpc;
 use crate::http::{self, HttpState};
 use crate::store::{self, StoreOptions};
@@ -54,7 +54,11 @@ impl App {
             broadcast_capacity: settings.stream_broadcast_capacity,
             ..StreamOptions::default()
         };
-        let core = Core::start(db, streams)
+        let ingest = IngestOptions {
+            committers: settings.ingest_committers,
+            max_batch: settings.ingest_batch_max,
+        };
+        let core = Core::start(db, streams, ingest)
             .await
             .context("starting the event log follower")?;
         Ok(Self {

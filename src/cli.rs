@@ -89,6 +89,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_broadcast_capacity: Option<usize>,
+    /// Concurrent ingest transactions on PostgreSQL [env: READINESS_INGEST_COMMITTERS] [default: 4]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_committers: Option<usize>,
+    /// Most deliveries per group commit [env: READINESS_INGEST_BATCH_MAX] [default: 64]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_batch_max: Option<usize>,
     /// SHA-256 hashes of accepted gRPC bearer tokens [env: READINESS_GRPC_TOKEN_SHA256]
     #[arg(long, value_name = "HEX,...")]
     #[serde(skip_serializing_if = "Option::is_none")]

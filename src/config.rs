@@ -52,6 +52,10 @@ pub struct Settings {
     /// Events held in memory for live subscribers (shared by all of them); a subscriber further
     /// behind reads from the database instead. Default 4096.
     pub stream_broadcast_capacity: usize,
+    /// Concurrent ingest transactions on PostgreSQL (SQLite always uses one). Default 4.
+    pub ingest_committers: usize,
+    /// Most webhook deliveries stored in one group-commit transaction. Default 64.
+    pub ingest_batch_max: usize,
     /// SHA-256 hashes (hex) of the bearer tokens gRPC callers must present
     /// (`authorization: Bearer <token>`); comma-separated. Empty with no token file: gRPC is open.
     #[serde(deserialize_with = "comma_list")]
@@ -113,6 +117,8 @@ impl Default for Settings {
             stream_heartbeat_ms: 15_000,
             stream_poll_ms: 1_000,
             stream_broadcast_capacity: 4096,
+            ingest_committers: 4,
+            ingest_batch_max: 64,
             grpc_token_sha256: vec![],
             grpc_token_file: None,
             grpc_open_health: true,
@@ -148,6 +154,8 @@ impl fmt::Debug for Settings {
             .field("stream_heartbeat_ms", &self.stream_heartbeat_ms)
             .field("stream_poll_ms", &self.stream_poll_ms)
             .field("stream_broadcast_capacity", &self.stream_broadcast_capacity)
+            .field("ingest_committers", &self.ingest_committers)
+            .field("ingest_batch_max", &self.ingest_batch_max)
             .field("grpc_token_sha256", &self.grpc_token_sha256.len())
             .field("grpc_token_file", &self.grpc_token_file)
             .field("grpc_open_health", &self.grpc_open_health)
@@ -260,6 +268,8 @@ impl Settings {
                 "stream_broadcast_capacity",
                 settings.stream_broadcast_capacity as u64,
             ),
+            ("ingest_committers", settings.ingest_committers as u64),
+            ("ingest_batch_max", settings.ingest_batch_max as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

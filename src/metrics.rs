@@ -31,6 +31,12 @@ pub const GRPC_REQUESTS: &str = "readiness_grpc_requests_total";
 /// gRPC request latency (to the first response for streams), by `method`.
 pub const GRPC_SECONDS: &str = "readiness_grpc_request_seconds";
 
+/// Deliveries stored per group-commit transaction.
+pub const INGEST_BATCH_SIZE: &str = "readiness_ingest_batch_size";
+
+/// Batch-size buckets: 1 to 256 deliveries.
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// Latency buckets in seconds: 0.5 ms to 10 s.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -42,6 +48,8 @@ pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+            .expect("the bucket list is not empty")
+            .set_buckets_for_metric(Matcher::Full(INGEST_BATCH_SIZE.into()), &BATCH_BUCKETS)
             .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();

@@ -72,7 +72,7 @@ fn user_traffic(rng: &mut fastrand::Rng, args: &SimulateArgs) -> Vec<String> {
 }
 
 /// Nearest-rank percentile of sorted latencies.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

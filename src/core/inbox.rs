@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use sha2::Digest;
 
-use super::ingest::{APPLIED, IGNORED, REJECTED, apply};
+use super::ingest::{APPLIED, IGNORED, REJECTED, append_events, apply};
 use super::{Core, CoreError, Outcome};
 use crate::domain::argyle::{self, ArgyleEvent};
 use crate::store::entities::delivery;
@@ -125,7 +125,9 @@ impl Core {
                     Ok(events) => (
                         APPLIED,
                         None,
-                        Outcome::Applied { events },
+                        Outcome::Applied {
+                            events: append_events(&txn, now, &events).await?,
+                        },
                         Some(parsed.event_name),
                         user,
                     ),

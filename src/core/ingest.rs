@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QuerySelect, TransactionTrait, TryInsertResult,
+    QuerySelect, TryInsertResult,
 };
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -54,132 +54,170 @@ pub(super) const APPLIED: &str = "applied";
 pub(super) const IGNORED: &str = "ignored";
 pub(super) const REJECTED: &str = "rejected";
 
+/// A verified delivery, hashed and parsed before it joins a batch.
+pub(super) struct Job {
+    pub(super) body: Vec<u8>,
+    pub(super) sha: String,
+    pub(super) parsed: Result<Delivery, argyle::ParseError>,
+    pub(super) received_at: DateTime<Utc>,
+    /// The request's `ingest` span: the batch's work for this delivery is traced under it.
+    pub(super) span: tracing::Span,
+}
+
+impl Job {
+    /// The user whose row this delivery locks, if any; batches take row locks in this order.
+    pub(super) fn lock_key(&self) -> Option<UserId> {
+        self.parsed.as_ref().ok().and_then(|d| d.event.user())
+    }
+}
+
 impl Core {
-    /// Stores and applies one verified delivery in a single transaction.
-    #[tracing::instrument(name = "ingest", skip_all, fields(delivery_id, event))]
+    /// Stores and applies one verified delivery. It joins the next group commit (see
+    /// `core::commit`); the answer arrives only after the transaction holding it has committed.
+    #[tracing::instrument(name = "ingest", skip_all)]
     pub async fn ingest(
         &self,
         body: Verified<impl AsRef<[u8]>>,
     ) -> Result<IngestReport, CoreError> {
-        let body = body.get().as_ref();
-        let sha = hex::encode(Sha256::digest(body));
-        let parsed = argyle::parse(body);
-        let now = Utc::now();
-
-        let _writer = self.writer().await;
-        let txn = self.db.begin().await?;
-        let (status, error, event_name, subscription, user_id) = match &parsed {
-            Ok(delivery) => (
-                if delivery.event == ArgyleEvent::Other {
-                    IGNORED
-                } else {
-                    APPLIED
-                },
-                None,
-                Some(delivery.event_name.clone()),
-                delivery.subscription.clone(),
-                delivery.event.user().map(|user| user.to_string()),
-            ),
-            Err(error) => (REJECTED, Some(error.to_string()), None, None, None),
+        let body = body.get().as_ref().to_vec();
+        let job = Job {
+            sha: hex::encode(Sha256::digest(&body)),
+            parsed: argyle::parse(&body),
+            body,
+            received_at: Utc::now(),
+            span: tracing::Span::current(),
         };
-        let inserted = delivery::Entity::insert(delivery::ActiveModel {
-            body_sha256: Set(sha.clone()),
-            body: Set(body.to_vec()),
-            event_name: Set(event_name.clone()),
-            subscription: Set(subscription),
-            user_id: Set(user_id),
-            status: Set(status.to_owned()),
-            error: Set(error),
-            received_at: Set(now),
-            ..Default::default()
-        })
-        .on_conflict_do_nothing_on([delivery::Column::BodySha256])
-        .exec(&txn)
-        .await?;
-        let delivery_id = match inserted {
-            TryInsertResult::Inserted(result) => result.last_insert_id,
-            TryInsertResult::Conflicted | TryInsertResult::Empty => {
-                drop(txn);
-                return self.duplicate(&sha).await;
-            }
-        };
-        tracing::Span::current().record("delivery_id", delivery_id);
-
-        let outcome = match parsed {
-            Err(error) => Outcome::Rejected {
-                reason: error.to_string(),
-            },
-            Ok(Delivery {
-                event: ArgyleEvent::Other,
-                ..
-            }) => Outcome::Ignored,
-            Ok(delivery) => {
-                tracing::Span::current().record("event", delivery.event_name.as_str());
-                match apply(&txn, now, delivery_id, &sha, delivery.event).await? {
-                    Ok(events) => Outcome::Applied { events },
-                    Err(reason) => {
-                        // A consistency conflict found before any write: keep the delivery
-                        // for inspection, marked as rejected.
-                        delivery::Entity::update_many()
-                            .col_expr(delivery::Column::Status, REJECTED.into())
-                            .col_expr(delivery::Column::Error, reason.clone().into())
-                            .filter(delivery::Column::Id.eq(delivery_id))
-                            .exec(&txn)
-                            .await?;
-                        Outcome::Rejected { reason }
-                    }
-                }
-            }
-        };
-        txn.commit().await?;
-        if matches!(outcome, Outcome::Applied { events } if events > 0) {
-            self.log.committed();
-        }
-        Ok(IngestReport {
-            delivery_id,
-            event_name,
-            outcome,
-        })
-    }
-
-    /// The answer for a body stored before: the same verdict, nothing changed.
-    async fn duplicate(&self, sha: &str) -> Result<IngestReport, CoreError> {
-        let existing = delivery::Entity::find()
-            .filter(delivery::Column::BodySha256.eq(sha))
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| {
-                CoreError::Internal(StoreError::Corrupt {
-                    table: "deliveries",
-                    detail: format!("conflicting row for {sha} vanished"),
-                })
-            })?;
-        let outcome = match existing.status.as_str() {
-            REJECTED => Outcome::Rejected {
-                reason: existing.error.unwrap_or_default(),
-            },
-            _ => Outcome::Duplicate,
-        };
-        Ok(IngestReport {
-            delivery_id: existing.id,
-            event_name: existing.event_name,
-            outcome,
-        })
+        self.committer.submit(job).await
     }
 }
 
-/// The per-user work of one event. Returns the number of events appended, or a reason to reject
-/// the delivery (checked before anything is written).
-#[tracing::instrument(name = "apply", skip_all)]
+/// Stores one delivery and applies it inside the batch's transaction. Returns the answer for the
+/// sender and the domain events to append when the batch commits.
+pub(super) async fn stage(
+    txn: &DatabaseTransaction,
+    job: &Job,
+) -> Result<(IngestReport, Vec<DomainEvent>), CoreError> {
+    let (status, error, event_name, subscription, user_id) = match &job.parsed {
+        Ok(delivery) => (
+            if delivery.event == ArgyleEvent::Other {
+                IGNORED
+            } else {
+                APPLIED
+            },
+            None,
+            Some(delivery.event_name.clone()),
+            delivery.subscription.clone(),
+            delivery.event.user().map(|user| user.to_string()),
+        ),
+        Err(error) => (REJECTED, Some(error.to_string()), None, None, None),
+    };
+    let inserted = delivery::Entity::insert(delivery::ActiveModel {
+        body_sha256: Set(job.sha.clone()),
+        body: Set(job.body.clone()),
+        event_name: Set(event_name.clone()),
+        subscription: Set(subscription),
+        user_id: Set(user_id),
+        status: Set(status.to_owned()),
+        error: Set(error),
+        received_at: Set(job.received_at),
+        ..Default::default()
+    })
+    .on_conflict_do_nothing_on([delivery::Column::BodySha256])
+    .exec(txn)
+    .await?;
+    let delivery_id = match inserted {
+        TryInsertResult::Inserted(result) => result.last_insert_id,
+        TryInsertResult::Conflicted | TryInsertResult::Empty => {
+            return Ok((duplicate(txn, &job.sha).await?, vec![]));
+        }
+    };
+
+    let (outcome, events) = match &job.parsed {
+        Err(error) => (
+            Outcome::Rejected {
+                reason: error.to_string(),
+            },
+            vec![],
+        ),
+        Ok(Delivery {
+            event: ArgyleEvent::Other,
+            ..
+        }) => (Outcome::Ignored, vec![]),
+        Ok(delivery) => {
+            let applied = apply(
+                txn,
+                job.received_at,
+                delivery_id,
+                &job.sha,
+                delivery.event.clone(),
+            )
+            .await?;
+            match applied {
+                Ok(events) => (
+                    Outcome::Applied {
+                        events: events.len(),
+                    },
+                    events,
+                ),
+                Err(reason) => {
+                    // A consistency conflict found before any write: keep the delivery for
+                    // inspection, marked as rejected.
+                    delivery::Entity::update_many()
+                        .col_expr(delivery::Column::Status, REJECTED.into())
+                        .col_expr(delivery::Column::Error, reason.clone().into())
+                        .filter(delivery::Column::Id.eq(delivery_id))
+                        .exec(txn)
+                        .await?;
+                    (Outcome::Rejected { reason }, vec![])
+                }
+            }
+        }
+    };
+    let report = IngestReport {
+        delivery_id,
+        event_name,
+        outcome,
+    };
+    Ok((report, events))
+}
+
+/// The answer for a body stored before (possibly earlier in the same batch): the same verdict,
+/// nothing changed.
+async fn duplicate(txn: &DatabaseTransaction, sha: &str) -> Result<IngestReport, CoreError> {
+    let existing = delivery::Entity::find()
+        .filter(delivery::Column::BodySha256.eq(sha))
+        .one(txn)
+        .await?
+        .ok_or_else(|| {
+            CoreError::Internal(StoreError::Corrupt {
+                table: "deliveries",
+                detail: format!("conflicting row for {sha} vanished"),
+            })
+        })?;
+    let outcome = match existing.status.as_str() {
+        REJECTED => Outcome::Rejected {
+            reason: existing.error.unwrap_or_default(),
+        },
+        _ => Outcome::Duplicate,
+    };
+    Ok(IngestReport {
+        delivery_id: existing.id,
+        event_name: existing.event_name,
+        outcome,
+    })
+}
+
+/// The per-user work of one event. Returns the domain events it causes (the caller appends them),
+/// or a reason to reject the delivery (checked before anything is written).
 pub(super) async fn apply(
     txn: &DatabaseTransaction,
     now: DateTime<Utc>,
     delivery_id: i64,
     sha: &str,
     event: ArgyleEvent,
-) -> Result<Result<usize, String>, CoreError> {
+) -> Result<Result<Vec<DomainEvent>, String>, CoreError> {
     let Some(user_id) = event.user() else {
-        return Ok(Ok(0));
+        return Ok(Ok(vec![]));
     };
     let mut external_id = None;
     let mut report = None;
@@ -292,8 +330,7 @@ pub(super) async fn apply(
         }
         update.exec(txn).await?;
     }
-    append_events(txn, now, &events).await?;
-    Ok(Ok(events.len()))
+    Ok(Ok(events))
 }
 
 /// An account may belong to one user only: a delivery that names another user's account is
@@ -458,13 +495,13 @@ async fn insert_report(
 /// Appends events to the log in the caller's transaction, under the append lock that makes
 /// sequence order equal commit order (see `core::log`).
 #[tracing::instrument(name = "append_events", skip_all, fields(count = events.len()))]
-async fn append_events(
+pub(super) async fn append_events(
     txn: &impl ConnectionTrait,
     now: DateTime<Utc>,
     events: &[DomainEvent],
-) -> Result<(), CoreError> {
+) -> Result<usize, CoreError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let rows = events
         .iter()
@@ -489,5 +526,5 @@ async fn append_events(
     event::Entity::insert_many(rows)
         .exec_without_returning(txn)
         .await?;
-    Ok(())
+    Ok(events.len())
 }

@@ -1,6 +1,7 @@
 //! Use cases: apply a verified webhook delivery atomically, and answer queries. The only thing
 //! `http` and `grpc` call; it owns the database handle and speaks domain types.
 
+mod commit;
 mod inbox;
 mod ingest;
 pub mod log;
@@ -13,6 +14,7 @@ use tokio::sync::Mutex;
 
 use crate::store::{self, StoreError};
 
+pub use commit::IngestOptions;
 pub use inbox::{DeliverySummary, InboxFilter, STATUSES};
 pub use ingest::{IngestReport, Outcome};
 pub use log::{Cursor, EventFilter, LoggedEvent, Start, StreamItem, StreamOptions};
@@ -59,25 +61,43 @@ impl From<sea_orm::DbErr> for CoreError {
     }
 }
 
+/// SQLite allows one writer: serialising writes in-process avoids `SQLITE_BUSY` on lock
+/// upgrades. PostgreSQL needs none (rows are locked per user instead).
+type WriteLock = Option<Arc<Mutex<()>>>;
+
 /// The application core. Cheap to clone; clones share the database pool.
 #[derive(Clone)]
 pub struct Core {
     db: DatabaseConnection,
-    /// SQLite allows one writer: serialising writes in-process avoids `SQLITE_BUSY` on lock
-    /// upgrades. PostgreSQL needs none (rows are locked per user instead).
-    write_lock: Option<Arc<Mutex<()>>>,
+    write_lock: WriteLock,
     /// The event log's follower and live broadcast, shared by every stream of this process.
     log: Arc<log::LogShared>,
+    /// The group-commit queue in front of the ingest transactions.
+    committer: commit::Committer,
 }
 
 impl Core {
-    /// Wraps the database and starts this process's event log follower.
-    pub async fn start(db: DatabaseConnection, streams: StreamOptions) -> Result<Self, CoreError> {
-        let write_lock = store::is_sqlite(&db).then(|| Arc::new(Mutex::new(())));
+    /// Wraps the database and starts this process's event log follower and ingest committers.
+    pub async fn start(
+        db: DatabaseConnection,
+        streams: StreamOptions,
+        ingest: IngestOptions,
+    ) -> Result<Self, CoreError> {
+        let sqlite = store::is_sqlite(&db);
+        let write_lock = sqlite.then(|| Arc::new(Mutex::new(())));
+        let log = log::LogShared::new(streams);
+        let batches = commit::Batches {
+            db: db.clone(),
+            write_lock: write_lock.clone(),
+            log: log.clone(),
+            max_batch: ingest.max_batch,
+        };
+        let committers = if sqlite { 1 } else { ingest.committers };
         let core = Self {
             db,
             write_lock,
-            log: log::LogShared::new(streams),
+            log,
+            committer: commit::Committer::start(batches, committers),
         };
         core.start_follower().await?;
         Ok(core)

@@ -8,6 +8,7 @@ mod argyle_api;
 mod cli;
 mod crash;
 mod faults;
+mod group_commit;
 mod grpc_queries;
 mod grpcurl;
 mod helpers;

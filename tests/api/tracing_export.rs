@@ -172,10 +172,11 @@ async fn spans_are_exported_over_otlp_as_children_of_the_callers_traceparent() {
                 )
             })
     };
-    let (request_span, ingest, apply, append) = (
+    let (request_span, ingest, apply, commit, append) = (
         named("http_request"),
         named("ingest"),
         named("apply"),
+        named("commit"),
         named("append_events"),
     );
     assert_eq!(
@@ -185,7 +186,11 @@ async fn spans_are_exported_over_otlp_as_children_of_the_callers_traceparent() {
     );
     assert_eq!(ingest.parent_span_id, request_span.span_id);
     assert_eq!(apply.parent_span_id, ingest.span_id);
-    assert_eq!(append.parent_span_id, apply.span_id);
+    assert_eq!(
+        commit.parent_span_id, ingest.span_id,
+        "the group commit that stored this delivery is traced under its request"
+    );
+    assert_eq!(append.parent_span_id, commit.span_id);
     assert_eq!(
         named("verify_signature").parent_span_id,
         request_span.span_id

@@ -1,0 +1,115 @@
+//! The query plans of the statements on the hot paths, built with the same sea-orm entities the
+//! service uses and run against a seeded store: PostgreSQL `EXPLAIN (ANALYZE, BUFFERS)`, SQLite
+//! `EXPLAIN QUERY PLAN`. Every plan should be an index lookup or an index range scan.
+
+use std::time::Duration;
+
+use clap::Args;
+use readiness::store::entities::{account, delivery, event, user};
+use readiness::store::{self, StoreOptions};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Statement,
+};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Database URL of a seeded store.
+    #[arg(long, env = "READINESS_DATABASE_URL")]
+    database_url: String,
+    /// Seeded users (a user in the middle of the range is looked up).
+    #[arg(long)]
+    users: u64,
+}
+
+pub async fn run(args: ExplainArgs) -> anyhow::Result<Value> {
+    let db = store::connect(&StoreOptions {
+        url: args.database_url.clone(),
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(30),
+    })
+    .await?;
+    let backend = db.get_database_backend();
+    let middle = args.users / 2;
+    let user_id = crate::seed::user_id(middle).to_string();
+    let statements: Vec<(&str, Statement)> = vec![
+        (
+            "GetUserReadiness: user by id",
+            user::Entity::find_by_id(user_id.clone()).build(backend),
+        ),
+        (
+            "GetUserReadiness: user by external id",
+            user::Entity::find()
+                .filter(user::Column::ExternalId.eq(format!("bench-{middle}")))
+                .order_by_asc(user::Column::UserId)
+                .limit(2)
+                .build(backend),
+        ),
+        (
+            "GetUserReadiness and ingest: a user's accounts",
+            account::Entity::find()
+                .filter(account::Column::UserId.is_in([user_id.clone()]))
+                .order_by_asc(account::Column::AccountId)
+                .build(backend),
+        ),
+        (
+            "ingest: is this account another user's?",
+            account::Entity::find()
+                .filter(account::Column::AccountId.is_in(["00000000-0000-0000-0000-000000000001"]))
+                .filter(account::Column::UserId.ne(user_id.clone()))
+                .limit(1)
+                .build(backend),
+        ),
+        (
+            "ingest: lock the user row",
+            user::Entity::find_by_id(user_id.clone())
+                .lock_exclusive()
+                .build(backend),
+        ),
+        (
+            "ingest: duplicate lookup by body hash",
+            delivery::Entity::find()
+                .filter(delivery::Column::BodySha256.eq("0".repeat(64)))
+                .limit(1)
+                .build(backend),
+        ),
+        (
+            "ListUsers: one page of users in a state",
+            user::Entity::find()
+                .filter(user::Column::State.eq("ready"))
+                .filter(user::Column::UserId.gt(user_id.clone()))
+                .order_by_asc(user::Column::UserId)
+                .limit(101)
+                .build(backend),
+        ),
+        (
+            "streams: events after a position",
+            event::Entity::find()
+                .filter(event::Column::Seq.gt(args.users as i64))
+                .order_by_asc(event::Column::Seq)
+                .limit(1000)
+                .build(backend),
+        ),
+    ];
+    let mut plans = Map::new();
+    for (name, statement) in statements {
+        let (prefix, column) = match backend {
+            DbBackend::Postgres => ("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ", "QUERY PLAN"),
+            _ => ("EXPLAIN QUERY PLAN ", "detail"),
+        };
+        let explain = Statement {
+            sql: format!("{prefix}{}", statement.sql),
+            ..statement
+        };
+        let lines = db
+            .query_all_raw(explain)
+            .await?
+            .into_iter()
+            .map(|row| row.try_get::<String>("", column))
+            .collect::<Result<Vec<_>, _>>()?;
+        plans.insert(name.to_owned(), Value::from(lines));
+    }
+    db.close().await?;
+    Ok(Value::Object(plans))
+}

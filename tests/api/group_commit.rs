@@ -1,0 +1,164 @@
+//! Group commit: deliveries that arrive while a commit is busy share the next transaction, each
+//! sender is answered only after that transaction commits, and a delivery that makes the database
+//! fail does not fail the others of its batch. The tests make a batch form for certain by holding
+//! the deliveries table's write lock from another connection while the deliveries arrive.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use readiness::store::entities::event;
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    TransactionTrait,
+};
+use tokio::task::JoinSet;
+
+use crate::helpers::{TestApp, body, new_id};
+
+/// One committer, and patience while the table is locked.
+async fn spawn_app() -> TestApp {
+    TestApp::spawn_with(|settings| {
+        settings.ingest_committers = 1;
+        settings.database_timeout_secs = 20;
+    })
+    .await
+}
+
+/// Takes the write lock on `deliveries` in a transaction of another connection.
+async fn hold_writes(app: &TestApp, other: &DatabaseConnection) -> DatabaseTransaction {
+    let hold = other.begin().await.unwrap();
+    let statement = if app.on_postgres() {
+        "LOCK TABLE deliveries IN EXCLUSIVE MODE"
+    } else {
+        "DELETE FROM deliveries WHERE id < 0"
+    };
+    hold.execute_unprepared(statement).await.unwrap();
+    hold
+}
+
+/// Sends each body concurrently; returns the status for each body.
+async fn send_all(app: &TestApp, bodies: Vec<String>, tasks: &mut JoinSet<(String, u16)>) {
+    for body in bodies {
+        let request = app.signed_request(body.clone());
+        tasks.spawn(async move {
+            let status = request
+                .send()
+                .await
+                .expect("request sent")
+                .status()
+                .as_u16();
+            (body, status)
+        });
+    }
+}
+
+#[tokio::test]
+async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
+    let app = spawn_app().await;
+    let other = Database::connect(&app.database_url()).await.unwrap();
+    let hold = hold_writes(&app, &other).await;
+
+    let mut tasks = JoinSet::new();
+    send_all(
+        &app,
+        vec![body::connected(&new_id(), &new_id())],
+        &mut tasks,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued: Vec<String> = (0..8)
+        .map(|_| body::connected(&new_id(), &new_id()))
+        .collect();
+    send_all(&app, queued, &mut tasks).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        app.deliveries().await.is_empty(),
+        "nothing is stored while the table is locked"
+    );
+    hold.rollback().await.unwrap();
+
+    while let Some(answer) = tasks.join_next().await {
+        let (body, status) = answer.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(app.deliveries().await.len(), 9);
+    // Every delivery of a user's first connection logs two events (account, readiness); a batch's
+    // events share the batch's commit time.
+    let mut per_commit: BTreeMap<String, usize> = BTreeMap::new();
+    for row in event::Entity::find().all(app.core.db()).await.unwrap() {
+        *per_commit.entry(row.recorded_at.to_rfc3339()).or_default() += 1;
+    }
+    let mut sizes: Vec<usize> = per_commit.into_values().collect();
+    sizes.sort_unstable();
+    assert_eq!(
+        sizes,
+        vec![2, 16],
+        "the first delivery commits alone; the eight that queued behind it commit together"
+    );
+    other.close().await.ok();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_the_database_refuses_does_not_fail_the_rest_of_its_batch() {
+    let app = spawn_app().await;
+    let other = Database::connect(&app.database_url()).await.unwrap();
+    let refuse_poison = if app.on_postgres() {
+        other
+            .execute_unprepared(
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF position('poison' in convert_from(NEW.body, 'UTF8')) > 0 THEN \
+                 RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$",
+            )
+            .await
+            .unwrap();
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON deliveries \
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+    } else {
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON deliveries \
+         WHEN instr(CAST(NEW.body AS TEXT), 'poison') > 0 \
+         BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+    };
+    other.execute_unprepared(refuse_poison).await.unwrap();
+    let hold = hold_writes(&app, &other).await;
+
+    let mut tasks = JoinSet::new();
+    send_all(
+        &app,
+        vec![body::connected(&new_id(), &new_id())],
+        &mut tasks,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut queued: Vec<String> = (0..4)
+        .map(|_| body::connected(&new_id(), &new_id()))
+        .collect();
+    queued.push(body::connected(&new_id(), &new_id()).replace("readiness-test", "poison"));
+    queued.extend((0..4).map(|_| body::connected(&new_id(), &new_id())));
+    send_all(&app, queued, &mut tasks).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hold.rollback().await.unwrap();
+
+    let mut statuses = BTreeMap::new();
+    while let Some(answer) = tasks.join_next().await {
+        let (body, status) = answer.unwrap();
+        statuses.insert(body.contains("poison"), status);
+        if !body.contains("poison") {
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    assert_eq!(
+        statuses.get(&true),
+        Some(&503),
+        "the refused delivery is answered 503, so Argyle retries it"
+    );
+    let stored = app.deliveries().await;
+    assert_eq!(stored.len(), 9, "every other delivery is stored");
+    assert!(
+        stored
+            .iter()
+            .all(|row| !String::from_utf8_lossy(&row.body).contains("poison"))
+    );
+    other.close().await.ok();
+    app.stop().await;
+}
