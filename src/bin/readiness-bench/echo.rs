@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use clap::Args;
 use readiness::grpc::pb::readiness_service_server::{ReadinessService, ReadinessServiceServer};
 use readiness::grpc::pb::{
@@ -16,6 +17,7 @@ use readiness::grpc::pb::{
 };
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 #[derive(Debug, Args)]
@@ -106,7 +108,10 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<Value> {
         .route("/readyz", get(|| async { "ready" }));
     let grpc_server = tonic::transport::Server::builder()
         .add_service(ReadinessServiceServer::new(Echo { answer: canned() }))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc));
+        .serve_with_incoming(TcpIncoming::from(grpc).with_nodelay(Some(true)));
+    let http = http.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::try_join!(
         async { axum::serve(http, router).await.map_err(anyhow::Error::from) },
         async { grpc_server.await.map_err(anyhow::Error::from) },
