@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QuerySelect, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    QueryFilter, QuerySelect, TryInsertResult,
 };
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -259,15 +259,31 @@ pub(super) async fn apply(
         }
         ArgyleEvent::Other => vec![],
     };
-    if let Some(reason) = foreign_account(txn, user_id, &observations).await? {
+    let (user_row, created) = lock_user(txn, user_id, now).await?;
+    // Under the user's lock, one read: the user's accounts and any account this delivery names.
+    let mut named = Condition::any().add(account::Column::UserId.eq(user_id.to_string()));
+    if !observations.is_empty() {
+        named = named.add(
+            account::Column::AccountId
+                .is_in(observations.iter().map(|(account, _)| account.to_string())),
+        );
+    }
+    let rows = account::Entity::find().filter(named).all(txn).await?;
+    // An account may belong to one user only: a delivery that names another user's account is
+    // rejected, leaving nothing of it behind.
+    if let Some(row) = rows.iter().find(|row| row.user_id != user_row.user_id) {
+        let reason = format!(
+            "account {} belongs to user {}, not {user_id}",
+            row.account_id, row.user_id
+        );
+        if created {
+            user::Entity::delete_by_id(user_id.to_string())
+                .exec(txn)
+                .await?;
+        }
         return Ok(Err(reason));
     }
-
-    let (user_row, created) = lock_user(txn, user_id, now).await?;
-    let mut accounts: BTreeMap<AccountId, AccountRecord> = account::Entity::find()
-        .filter(account::Column::UserId.eq(user_id.to_string()))
-        .all(txn)
-        .await?
+    let mut accounts: BTreeMap<AccountId, AccountRecord> = rows
         .into_iter()
         .map(|row| AccountRecord::try_from(row).map(|record| (record.account_id, record)))
         .collect::<Result<_, _>>()?;
@@ -333,30 +349,6 @@ pub(super) async fn apply(
     Ok(Ok(events))
 }
 
-/// An account may belong to one user only: a delivery that names another user's account is
-/// rejected before anything is written.
-async fn foreign_account(
-    txn: &DatabaseTransaction,
-    user_id: UserId,
-    observations: &[(AccountId, Vec<Observation>)],
-) -> Result<Option<String>, CoreError> {
-    if observations.is_empty() {
-        return Ok(None);
-    }
-    let ids = observations.iter().map(|(account, _)| account.to_string());
-    let owned_elsewhere = account::Entity::find()
-        .filter(account::Column::AccountId.is_in(ids))
-        .filter(account::Column::UserId.ne(user_id.to_string()))
-        .one(txn)
-        .await?;
-    Ok(owned_elsewhere.map(|row| {
-        format!(
-            "account {} belongs to user {}, not {user_id}",
-            row.account_id, row.user_id
-        )
-    }))
-}
-
 /// External ids should never change; if Argyle ever reports two, keep the greater one so that
 /// the answer does not depend on delivery order.
 fn merge_external_id(current: Option<String>, incoming: Option<String>) -> Option<String> {
@@ -366,36 +358,45 @@ fn merge_external_id(current: Option<String>, incoming: Option<String>) -> Optio
     }
 }
 
-/// Creates the user if new, then locks its row until commit (PostgreSQL `FOR UPDATE`; SQLite
-/// writes are already serialised), so concurrent deliveries for one user apply one at a time.
+/// Locks the user's row until commit (PostgreSQL `FOR UPDATE`; SQLite writes are already
+/// serialised), creating it first if new, so concurrent deliveries for one user apply one at a
+/// time. One statement for a known user; an insert (whose new row is ours) for a new one.
 async fn lock_user(
     txn: &DatabaseTransaction,
     user_id: UserId,
     now: DateTime<Utc>,
 ) -> Result<(user::Model, bool), CoreError> {
-    let inserted = user::Entity::insert(user::ActiveModel {
-        user_id: Set(user_id.to_string()),
-        external_id: Set(None),
-        state: Set(ReadinessState::NoAccounts.as_str().to_owned()),
-        state_since: Set(now),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-    .on_conflict_do_nothing()
-    .exec_without_returning(txn)
-    .await?;
-    let created = matches!(inserted, TryInsertResult::Inserted(1));
-    let row = user::Entity::find_by_id(user_id.to_string())
-        .lock_exclusive()
-        .one(txn)
-        .await?
-        .ok_or_else(|| {
-            CoreError::Internal(StoreError::Corrupt {
-                table: "users",
-                detail: format!("user {user_id} vanished after insert"),
-            })
-        })?;
-    Ok((row, created))
+    let find = || {
+        user::Entity::find_by_id(user_id.to_string())
+            .lock_exclusive()
+            .one(txn)
+    };
+    if let Some(row) = find().await? {
+        return Ok((row, false));
+    }
+    let new = user::Model {
+        user_id: user_id.to_string(),
+        external_id: None,
+        state: ReadinessState::NoAccounts.as_str().to_owned(),
+        state_since: now,
+        created_at: now,
+        updated_at: now,
+    };
+    let inserted = user::Entity::insert(user::ActiveModel::from(new.clone()))
+        .on_conflict_do_nothing()
+        .exec_without_returning(txn)
+        .await?;
+    if matches!(inserted, TryInsertResult::Inserted(1)) {
+        return Ok((new, true));
+    }
+    // Created meanwhile by another transaction (another replica): wait for it and lock.
+    let row = find().await?.ok_or_else(|| {
+        CoreError::Internal(StoreError::Corrupt {
+            table: "users",
+            detail: format!("user {user_id} vanished after a conflicting insert"),
+        })
+    })?;
+    Ok((row, false))
 }
 
 async fn save_account(
@@ -522,7 +523,6 @@ pub(super) async fn append_events(
         })
         .collect::<Result<Vec<_>, CoreError>>()?;
     super::log::lock_for_append(txn).await?;
-    super::log::notify_replicas(txn).await?;
     event::Entity::insert_many(rows)
         .exec_without_returning(txn)
         .await?;

@@ -144,24 +144,15 @@ impl LogShared {
     }
 }
 
-/// Takes the append lock for the current transaction (see the module documentation).
+/// Takes the append lock for the current transaction (see the module documentation) and hints
+/// other replicas (PostgreSQL `NOTIFY`, delivered at commit) that events follow: one statement.
 pub(super) async fn lock_for_append(txn: &impl ConnectionTrait) -> Result<(), CoreError> {
     if txn.get_database_backend() == DbBackend::Postgres {
         txn.execute_raw(Statement::from_string(
             DbBackend::Postgres,
-            format!("SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"),
-        ))
-        .await?;
-    }
-    Ok(())
-}
-
-/// Hints other replicas (delivered at commit) that events were appended.
-pub(super) async fn notify_replicas(txn: &impl ConnectionTrait) -> Result<(), CoreError> {
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_raw(Statement::from_string(
-            DbBackend::Postgres,
-            format!("SELECT pg_notify('{NOTIFY_CHANNEL}', '')"),
+            format!(
+                "SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}), pg_notify('{NOTIFY_CHANNEL}', '')"
+            ),
         ))
         .await?;
     }

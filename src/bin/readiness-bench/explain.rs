@@ -8,8 +8,8 @@ use clap::Args;
 use readiness::store::entities::{account, delivery, event, user};
 use readiness::store::{self, StoreOptions};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Statement,
 };
 use serde_json::{Map, Value};
 
@@ -35,10 +35,6 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<Value> {
     let user_id = crate::seed::user_id(middle).to_string();
     let statements: Vec<(&str, Statement)> = vec![
         (
-            "GetUserReadiness: user by id",
-            user::Entity::find_by_id(user_id.clone()).build(backend),
-        ),
-        (
             "GetUserReadiness: user by external id",
             user::Entity::find()
                 .filter(user::Column::ExternalId.eq(format!("bench-{middle}")))
@@ -47,18 +43,25 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<Value> {
                 .build(backend),
         ),
         (
-            "GetUserReadiness and ingest: a user's accounts",
-            account::Entity::find()
-                .filter(account::Column::UserId.is_in([user_id.clone()]))
-                .order_by_asc(account::Column::AccountId)
+            "GetUserReadiness: the user with its accounts (one LEFT JOIN)",
+            user::Entity::find_by_id(user_id.clone())
+                .find_with_related(account::Entity)
                 .build(backend),
         ),
         (
-            "ingest: is this account another user's?",
+            "ingest: the user's accounts and the accounts a delivery names",
             account::Entity::find()
-                .filter(account::Column::AccountId.is_in(["00000000-0000-0000-0000-000000000001"]))
-                .filter(account::Column::UserId.ne(user_id.clone()))
-                .limit(1)
+                .filter(
+                    Condition::any()
+                        .add(account::Column::UserId.eq(user_id.clone()))
+                        .add(
+                            account::Column::AccountId.is_in([crate::seed::account_id(
+                                middle + 1,
+                                0,
+                            )
+                            .to_string()]),
+                        ),
+                )
                 .build(backend),
         ),
         (

@@ -42,7 +42,8 @@ pub fn user_id(index: u64) -> Uuid {
     Uuid::new_v5(&NAMESPACE, format!("user-{index}").as_bytes())
 }
 
-fn account_id(user: u64, k: u64) -> Uuid {
+/// The id of seeded user `user`'s account `k`.
+pub fn account_id(user: u64, k: u64) -> Uuid {
     Uuid::new_v5(&NAMESPACE, format!("account-{user}-{k}").as_bytes())
 }
 
