@@ -24,10 +24,9 @@ use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::ingest::{IngestReport, Job, append_events, stage};
+use super::ingest::{IngestReport, Job, append_events, store_batch};
 use super::log::LogShared;
 use super::{CoreError, WriteLock};
-use crate::domain::events::DomainEvent;
 
 /// How ingestion batches deliveries.
 #[derive(Debug, Clone)]
@@ -165,18 +164,13 @@ impl Batches {
         }
     }
 
-    /// One transaction: every job staged in order, then the batch's events appended, then commit.
+    /// One transaction: the batch stored and applied, its events appended, then commit.
     async fn store(&self, jobs: &[Job]) -> Result<Vec<IngestReport>, CoreError> {
+        let first = &jobs[0].span;
         let txn = self.db.begin().await?;
-        let mut reports = Vec::with_capacity(jobs.len());
-        let mut events: Vec<DomainEvent> = Vec::new();
-        for job in jobs {
-            let apply = tracing::info_span!(parent: &job.span, "apply");
-            let (report, mut caused) = stage(&txn, job).instrument(apply).await?;
-            events.append(&mut caused);
-            reports.push(report);
-        }
-        let commit = tracing::info_span!(parent: &jobs[0].span, "commit", batch = jobs.len());
+        let apply = tracing::info_span!(parent: first, "apply", batch = jobs.len());
+        let (reports, events) = store_batch(&txn, jobs).instrument(apply).await?;
+        let commit = tracing::info_span!(parent: first, "commit", batch = jobs.len());
         async {
             append_events(&txn, Utc::now(), &events).await?;
             txn.commit().await?;

@@ -9,7 +9,8 @@ use sea_orm::{
 };
 use sha2::Digest;
 
-use super::ingest::{APPLIED, IGNORED, REJECTED, append_events, apply};
+use super::apply::{Input, apply_one};
+use super::ingest::{APPLIED, IGNORED, REJECTED, append_events};
 use super::{Core, CoreError, Outcome};
 use crate::domain::argyle::{self, ArgyleEvent};
 use crate::store::entities::delivery;
@@ -121,7 +122,12 @@ impl Core {
             ),
             Ok(parsed) => {
                 let user = parsed.event.user().map(|user| user.to_string());
-                match apply(&txn, now, row.id, &sha, parsed.event).await? {
+                let input = Input {
+                    event: &parsed.event,
+                    delivery_id: row.id,
+                    sha: &sha,
+                };
+                match apply_one(&txn, now, &input).await? {
                     Ok(events) => (
                         APPLIED,
                         None,

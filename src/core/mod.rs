@@ -1,6 +1,7 @@
 //! Use cases: apply a verified webhook delivery atomically, and answer queries. The only thing
 //! `http` and `grpc` call; it owns the database handle and speaks domain types.
 
+mod apply;
 mod commit;
 mod inbox;
 mod ingest;

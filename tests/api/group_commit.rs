@@ -11,7 +11,10 @@ use sea_orm::{
     ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, EntityTrait,
     TransactionTrait,
 };
+use serde_json::Value;
 use tokio::task::JoinSet;
+
+use readiness::grpc::pb;
 
 use crate::helpers::{TestApp, body, new_id};
 
@@ -36,18 +39,17 @@ async fn hold_writes(app: &TestApp, other: &DatabaseConnection) -> DatabaseTrans
     hold
 }
 
-/// Sends each body concurrently; returns the status for each body.
-async fn send_all(app: &TestApp, bodies: Vec<String>, tasks: &mut JoinSet<(String, u16)>) {
+type Answered = (String, u16, Value);
+
+/// Sends each body concurrently; each task ends with the body, the status and the JSON answer.
+async fn send_all(app: &TestApp, bodies: Vec<String>, tasks: &mut JoinSet<Answered>) {
     for body in bodies {
         let request = app.signed_request(body.clone());
         tasks.spawn(async move {
-            let status = request
-                .send()
-                .await
-                .expect("request sent")
-                .status()
-                .as_u16();
-            (body, status)
+            let response = request.send().await.expect("request sent");
+            let status = response.status().as_u16();
+            let answer = response.json().await.unwrap_or(Value::Null);
+            (body, status, answer)
         });
     }
 }
@@ -78,7 +80,7 @@ async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
     hold.rollback().await.unwrap();
 
     while let Some(answer) = tasks.join_next().await {
-        let (body, status) = answer.unwrap();
+        let (body, status, _) = answer.unwrap();
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(app.deliveries().await.len(), 9);
@@ -141,7 +143,7 @@ async fn a_delivery_the_database_refuses_does_not_fail_the_rest_of_its_batch() {
 
     let mut statuses = BTreeMap::new();
     while let Some(answer) = tasks.join_next().await {
-        let (body, status) = answer.unwrap();
+        let (body, status, _) = answer.unwrap();
         statuses.insert(body.contains("poison"), status);
         if !body.contains("poison") {
             assert_eq!(status, 200, "{body}");
@@ -159,6 +161,73 @@ async fn a_delivery_the_database_refuses_does_not_fail_the_rest_of_its_batch() {
             .iter()
             .all(|row| !String::from_utf8_lossy(&row.body).contains("poison"))
     );
+    other.close().await.ok();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_applies_several_deliveries_for_one_user_and_answers_copies_of_a_body_as_duplicates()
+ {
+    let app = spawn_app().await;
+    let other = Database::connect(&app.database_url()).await.unwrap();
+    let hold = hold_writes(&app, &other).await;
+
+    let mut tasks = JoinSet::new();
+    send_all(
+        &app,
+        vec![body::connected(&new_id(), &new_id())],
+        &mut tasks,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (a, b) = (new_id(), new_id());
+    let (user, rival) = (a.clone().min(b.clone()), a.max(b));
+    let account = new_id();
+    let connected = body::connected(&user, &account);
+    let queued = vec![
+        body::added(&user, &account),
+        connected.clone(),
+        connected.clone(),
+        body::ready(&user, &[(&account, "2026-01-01T00:00:00Z")]),
+        body::connected(&rival, &account),
+    ];
+    send_all(&app, queued, &mut tasks).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hold.rollback().await.unwrap();
+
+    let mut verdicts: Vec<(String, u16, String)> = Vec::new();
+    while let Some(answer) = tasks.join_next().await {
+        let (body, status, answer) = answer.unwrap();
+        let verdict = answer["status"].as_str().unwrap_or("").to_owned();
+        verdicts.push((body, status, verdict));
+    }
+    let of = |wanted: &str| -> Vec<(u16, String)> {
+        verdicts
+            .iter()
+            .filter(|(body, ..)| body == wanted)
+            .map(|(_, status, verdict)| (*status, verdict.clone()))
+            .collect()
+    };
+    let mut copies = of(&connected);
+    copies.sort();
+    assert_eq!(
+        copies,
+        vec![(200, "applied".to_owned()), (200, "duplicate".to_owned())],
+        "two copies of one body in one batch: one applied, one duplicate"
+    );
+    // Deliveries are applied in user-id order: the user owns the account by the time the rival
+    // (a greater id) names it, so the rival is refused.
+    assert_eq!(
+        of(&body::connected(&rival, &account))[0].0,
+        400,
+        "{verdicts:?}"
+    );
+    assert_eq!(app.state(&user).await, pb::ReadinessState::Ready);
+    assert_eq!(
+        app.account_state(&user, &account).await,
+        pb::AccountState::Synced
+    );
+    assert_eq!(app.deliveries().await.len(), 5, "one row per distinct body");
     other.close().await.ok();
     app.stop().await;
 }
