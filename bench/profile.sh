@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# Where the ingest time goes: samples the server's CPU with `perf` (software clock; Debian's
-# linux-perf) while `readiness simulate` sends USERS users' traffic with 64 senders, then prints
-# the share of samples per component (grouped by crate / library) and the top functions.
+# Where the server's time goes: samples its CPU with `perf` (software clock; Debian's linux-perf)
+# under load, then prints the share of samples per component (grouped by crate / library) and
+# the top functions. WORKLOAD `ingest`: `readiness simulate` sends USERS users' traffic with 64
+# senders; `query`: GetUserReadiness from 64 streams for 10 s against USERS seeded users.
 #
-# Usage: bench/profile.sh [sqlite|postgres] [USERS]   (defaults sqlite, 2000)
+# Usage: bench/profile.sh [sqlite|postgres] [ingest|query] [USERS]   (defaults sqlite ingest 2000)
 source "$(dirname "$0")/lib.sh"
 BACKEND="${1:-sqlite}"
-USERS="${2:-2000}"
+WORKLOAD="${2:-ingest}"
+USERS="${3:-2000}"
 command -v perf >/dev/null || { echo "perf is needed: apt-get install linux-perf" >&2; exit 1; }
 url="$(fresh_db "$BACKEND" readiness_bench_profile)"
+[ "$WORKLOAD" = query ] && "$BENCH" seed --database-url "$url" --to "$USERS" > /dev/null
 start_server "$url"
 perf record -q -F 999 -e cpu-clock -p "$SERVER_PID" -o "$WORK/perf.data" 2>/dev/null &
 PERF=$!
 sleep 0.5
-"$BIN" simulate --target "http://$HTTP_ADDR" --secret "$SECRET" --users "$USERS" \
-    --concurrency 64 > "$WORK/simulate.json"
+if [ "$WORKLOAD" = query ]; then
+    "$BENCH" query --target "http://$GRPC_ADDR" --users "$USERS" --concurrency 64 --seconds 10 \
+        > "$WORK/load.json"
+    rate="$(field "$WORK/load.json" ok_per_second) GetUserReadiness/s"
+else
+    "$BIN" simulate --target "http://$HTTP_ADDR" --secret "$SECRET" --users "$USERS" \
+        --concurrency 64 > "$WORK/load.json"
+    rate="$(field "$WORK/load.json" acknowledged_per_second) acks/s"
+fi
 kill -INT "$PERF"; wait "$PERF" || true
 stop_server
 drop_db "$BACKEND" readiness_bench_profile
-echo "simulate: $(field "$WORK/simulate.json" acknowledged_per_second) acks/s"
+echo "$BACKEND $WORKLOAD: $rate"
 perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null \
     | python3 -c '
 import re, sys, collections
