@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG="postgres://postgres@127.0.0.1:5432"
+PG_SSLMODE="${BENCH_PG_SSLMODE:-disable}"
 SECRET="bench-secret"
 BIN=target/release/readiness
 BENCH=target/release/readiness-bench
@@ -30,9 +31,10 @@ fresh_db() {
         echo "sqlite://$WORK/$name.db?mode=rwc"
     else
         psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $name" -qc "CREATE DATABASE $name" >/dev/null
-        # Plain TCP on loopback, for the service and pgbench alike: sqlx (0.9) does not set
-        # TCP_NODELAY, and over TLS its round trips stall on delayed ACKs (README, Performance).
-        echo "$PG/$name?sslmode=disable"
+        # Plain TCP on loopback by default, for the service and pgbench alike: sqlx (0.9) does
+        # not set TCP_NODELAY, and over TLS its round trips stall on delayed ACKs (README,
+        # Configuration). BENCH_PG_SSLMODE=prefer measures the TLS case.
+        echo "$PG/$name?sslmode=$PG_SSLMODE"
     fi
 }
 

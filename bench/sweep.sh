@@ -2,10 +2,10 @@
 # Ingest on PostgreSQL at 64 senders for several `ingest_committers` values (tuning aid), with
 # how busy the whole machine was (all processes, from /proc/stat) during each run.
 # Usage: bench/sweep.sh [USERS] [COMMITTERS...]   (defaults 2000; 1 2 4 8)
-# Writes bench/results/sweep-<date>.txt.
+# Writes bench/results/sweep-sslmode-<mode>-<date>.txt; BENCH_PG_SSLMODE=prefer to measure over TLS.
 source "$(dirname "$0")/lib.sh"
 USERS="${1:-2000}"; shift || true
-OUT="bench/results/sweep-$(date -u +%Y-%m-%d).txt"
+OUT="bench/results/sweep-sslmode-$PG_SSLMODE-$(date -u +%Y-%m-%d).txt"
 : > "$OUT"
 for n in ${@:-1 2 4 8}; do
     url="$(fresh_db postgres readiness_bench_sweep)"
