@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -323,21 +323,18 @@ impl Changes {
                 .exec_without_returning(txn)
                 .await?;
         }
-        if !updated.is_empty() {
-            user::Entity::insert_many(updated.into_iter().map(model))
-                .on_conflict(
-                    OnConflict::column(user::Column::UserId)
-                        .update_columns([
-                            user::Column::ExternalId,
-                            user::Column::State,
-                            user::Column::StateSince,
-                            user::Column::UpdatedAt,
-                        ])
-                        .to_owned(),
-                )
-                .exec_without_returning(txn)
-                .await?;
-        }
+        upsert(
+            txn,
+            updated.into_iter().map(model).collect(),
+            user::Column::UserId,
+            [
+                user::Column::ExternalId,
+                user::Column::State,
+                user::Column::StateSince,
+                user::Column::UpdatedAt,
+            ],
+        )
+        .await?;
         let accounts = self
             .users
             .values()
@@ -345,23 +342,20 @@ impl Changes {
             .filter(|record| self.changed_accounts.contains(&record.account_id))
             .map(account_model)
             .collect::<Result<Vec<_>, _>>()?;
-        if !accounts.is_empty() {
-            account::Entity::insert_many(accounts)
-                .on_conflict(
-                    OnConflict::column(account::Column::AccountId)
-                        .update_columns([
-                            account::Column::State,
-                            account::Column::Facts,
-                            account::Column::ErrorCode,
-                            account::Column::ErrorMessage,
-                            account::Column::LastSyncedAt,
-                            account::Column::UpdatedAt,
-                        ])
-                        .to_owned(),
-                )
-                .exec_without_returning(txn)
-                .await?;
-        }
+        upsert(
+            txn,
+            accounts,
+            account::Column::AccountId,
+            [
+                account::Column::State,
+                account::Column::Facts,
+                account::Column::ErrorCode,
+                account::Column::ErrorMessage,
+                account::Column::LastSyncedAt,
+                account::Column::UpdatedAt,
+            ],
+        )
+        .await?;
         if !self.new_reports.is_empty() {
             report::Entity::insert_many(self.new_reports)
                 .exec_without_returning(txn)
@@ -369,6 +363,27 @@ impl Changes {
         }
         Ok(())
     }
+}
+
+/// Inserts `rows`, or updates `columns` of those whose `key` exists: one statement, none if empty.
+async fn upsert<A>(
+    txn: &DatabaseTransaction,
+    rows: Vec<A>,
+    key: <A::Entity as EntityTrait>::Column,
+    columns: impl IntoIterator<Item = <A::Entity as EntityTrait>::Column>,
+) -> Result<(), CoreError>
+where
+    A: ActiveModelTrait + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    <A::Entity as EntityTrait>::insert_many(rows)
+        .on_conflict(OnConflict::column(key).update_columns(columns).to_owned())
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
 }
 
 /// Loads, applies and writes one event (replaying a stored delivery).

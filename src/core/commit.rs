@@ -131,7 +131,7 @@ impl Batches {
             .into_iter()
             .map(|pending| (pending.job, pending.reply))
             .unzip();
-        let _writer = self.writer().await;
+        let _writer = super::hold(&self.write_lock).await;
         match self.store(&jobs).await {
             Ok(reports) => {
                 for (reply, report) in replies.into_iter().zip(reports) {
@@ -154,13 +154,6 @@ impl Batches {
                     let _ = reply.send(answer.map(|mut reports| reports.remove(0)));
                 }
             }
-        }
-    }
-
-    async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.write_lock {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
         }
     }
 

@@ -94,7 +94,7 @@ impl Core {
     /// Re-applies one stored delivery with this version's parser and rules.
     pub async fn inbox_replay(&self, id: i64) -> Result<(DeliverySummary, Outcome), CoreError> {
         let now = Utc::now();
-        let _writer = self.writer().await;
+        let _writer = super::hold(&self.write_lock).await;
         let txn = self.db.begin().await?;
         let row = delivery::Entity::find_by_id(id)
             .lock_exclusive()
@@ -182,7 +182,7 @@ impl Core {
     /// Deletes raw deliveries received before `cutoff`. The event log and the state derived from
     /// the deliveries are kept; only the raw bodies go. Returns how many were deleted.
     pub async fn inbox_prune(&self, cutoff: DateTime<Utc>) -> Result<u64, CoreError> {
-        let _writer = self.writer().await;
+        let _writer = super::hold(&self.write_lock).await;
         let deleted = delivery::Entity::delete_many()
             .filter(delivery::Column::ReceivedAt.lt(cutoff))
             .exec(&self.db)

@@ -66,6 +66,14 @@ impl From<sea_orm::DbErr> for CoreError {
 /// upgrades. PostgreSQL needs none (rows are locked per user instead).
 type WriteLock = Option<Arc<Mutex<()>>>;
 
+/// Waits for the SQLite write lock; nothing to wait for on PostgreSQL.
+async fn hold(lock: &WriteLock) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    match lock {
+        Some(lock) => Some(lock.lock().await),
+        None => None,
+    }
+}
+
 /// The application core. Cheap to clone; clones share the database pool.
 #[derive(Clone)]
 pub struct Core {
@@ -102,14 +110,6 @@ impl Core {
         };
         core.start_follower().await?;
         Ok(core)
-    }
-
-    /// Serialises writers on SQLite (see `write_lock`); nothing to wait for on PostgreSQL.
-    pub(super) async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.write_lock {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        }
     }
 
     /// Stops the follower and ends every open stream (they tell clients to resume elsewhere).

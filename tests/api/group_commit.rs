@@ -41,46 +41,48 @@ async fn hold_writes(app: &TestApp, other: &DatabaseConnection) -> DatabaseTrans
 
 type Answered = (String, u16, Value);
 
-/// Sends each body concurrently; each task ends with the body, the status and the JSON answer.
-async fn send_all(app: &TestApp, bodies: Vec<String>, tasks: &mut JoinSet<Answered>) {
-    for body in bodies {
-        let request = app.signed_request(body.clone());
-        tasks.spawn(async move {
-            let response = request.send().await.expect("request sent");
-            let status = response.status().as_u16();
-            let answer = response.json().await.unwrap_or(Value::Null);
-            (body, status, answer)
-        });
-    }
-}
-
-#[tokio::test]
-async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
-    let app = spawn_app().await;
+/// Holds the deliveries table from another connection, sends one delivery (its commit then waits
+/// for the lock), sends `queued` (they queue behind that commit), checks that nothing is stored
+/// yet, and releases the lock. Returns every answer: body, status and JSON.
+async fn queue_behind_a_busy_commit(app: &TestApp, queued: Vec<String>) -> Vec<Answered> {
     let other = Database::connect(&app.database_url()).await.unwrap();
-    let hold = hold_writes(&app, &other).await;
-
+    let hold = hold_writes(app, &other).await;
     let mut tasks = JoinSet::new();
-    send_all(
-        &app,
-        vec![body::connected(&new_id(), &new_id())],
-        &mut tasks,
-    )
-    .await;
+    let send = |tasks: &mut JoinSet<Answered>, bodies: Vec<String>| {
+        for body in bodies {
+            let request = app.signed_request(body.clone());
+            tasks.spawn(async move {
+                let response = request.send().await.expect("request sent");
+                let status = response.status().as_u16();
+                let answer = response.json().await.unwrap_or(Value::Null);
+                (body, status, answer)
+            });
+        }
+    };
+    send(&mut tasks, vec![body::connected(&new_id(), &new_id())]);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let queued: Vec<String> = (0..8)
-        .map(|_| body::connected(&new_id(), &new_id()))
-        .collect();
-    send_all(&app, queued, &mut tasks).await;
+    send(&mut tasks, queued);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         app.deliveries().await.is_empty(),
         "nothing is stored while the table is locked"
     );
     hold.rollback().await.unwrap();
-
+    let mut answers = Vec::new();
     while let Some(answer) = tasks.join_next().await {
-        let (body, status, _) = answer.unwrap();
+        answers.push(answer.unwrap());
+    }
+    other.close().await.ok();
+    answers
+}
+
+#[tokio::test]
+async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
+    let app = spawn_app().await;
+    let queued: Vec<String> = (0..8)
+        .map(|_| body::connected(&new_id(), &new_id()))
+        .collect();
+    for (body, status, _) in queue_behind_a_busy_commit(&app, queued).await {
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(app.deliveries().await.len(), 9);
@@ -97,7 +99,6 @@ async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
         vec![2, 16],
         "the first delivery commits alone; the eight that queued behind it commit together"
     );
-    other.close().await.ok();
     app.stop().await;
 }
 
@@ -122,28 +123,15 @@ async fn a_delivery_the_database_refuses_does_not_fail_the_rest_of_its_batch() {
          BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
     };
     other.execute_unprepared(refuse_poison).await.unwrap();
-    let hold = hold_writes(&app, &other).await;
+    other.close().await.ok();
 
-    let mut tasks = JoinSet::new();
-    send_all(
-        &app,
-        vec![body::connected(&new_id(), &new_id())],
-        &mut tasks,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut queued: Vec<String> = (0..4)
         .map(|_| body::connected(&new_id(), &new_id()))
         .collect();
     queued.push(body::connected(&new_id(), &new_id()).replace("readiness-test", "poison"));
     queued.extend((0..4).map(|_| body::connected(&new_id(), &new_id())));
-    send_all(&app, queued, &mut tasks).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    hold.rollback().await.unwrap();
-
     let mut statuses = BTreeMap::new();
-    while let Some(answer) = tasks.join_next().await {
-        let (body, status, _) = answer.unwrap();
+    for (body, status, _) in queue_behind_a_busy_commit(&app, queued).await {
         statuses.insert(body.contains("poison"), status);
         if !body.contains("poison") {
             assert_eq!(status, 200, "{body}");
@@ -161,7 +149,6 @@ async fn a_delivery_the_database_refuses_does_not_fail_the_rest_of_its_batch() {
             .iter()
             .all(|row| !String::from_utf8_lossy(&row.body).contains("poison"))
     );
-    other.close().await.ok();
     app.stop().await;
 }
 
@@ -169,17 +156,6 @@ async fn a_delivery_the_database_refuses_does_not_fail_the_rest_of_its_batch() {
 async fn a_batch_applies_several_deliveries_for_one_user_and_answers_copies_of_a_body_as_duplicates()
  {
     let app = spawn_app().await;
-    let other = Database::connect(&app.database_url()).await.unwrap();
-    let hold = hold_writes(&app, &other).await;
-
-    let mut tasks = JoinSet::new();
-    send_all(
-        &app,
-        vec![body::connected(&new_id(), &new_id())],
-        &mut tasks,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let (a, b) = (new_id(), new_id());
     let (user, rival) = (a.clone().min(b.clone()), a.max(b));
     let account = new_id();
@@ -191,16 +167,14 @@ async fn a_batch_applies_several_deliveries_for_one_user_and_answers_copies_of_a
         body::ready(&user, &[(&account, "2026-01-01T00:00:00Z")]),
         body::connected(&rival, &account),
     ];
-    send_all(&app, queued, &mut tasks).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    hold.rollback().await.unwrap();
-
-    let mut verdicts: Vec<(String, u16, String)> = Vec::new();
-    while let Some(answer) = tasks.join_next().await {
-        let (body, status, answer) = answer.unwrap();
-        let verdict = answer["status"].as_str().unwrap_or("").to_owned();
-        verdicts.push((body, status, verdict));
-    }
+    let verdicts: Vec<(String, u16, String)> = queue_behind_a_busy_commit(&app, queued)
+        .await
+        .into_iter()
+        .map(|(body, status, answer)| {
+            let verdict = answer["status"].as_str().unwrap_or("").to_owned();
+            (body, status, verdict)
+        })
+        .collect();
     let of = |wanted: &str| -> Vec<(u16, String)> {
         verdicts
             .iter()
@@ -228,6 +202,5 @@ async fn a_batch_applies_several_deliveries_for_one_user_and_answers_copies_of_a
         pb::AccountState::Synced
     );
     assert_eq!(app.deliveries().await.len(), 5, "one row per distinct body");
-    other.close().await.ok();
     app.stop().await;
 }
