@@ -19,7 +19,6 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use chrono::Utc;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -27,6 +26,7 @@ use tracing::Instrument;
 use super::ingest::{IngestReport, Job, append_events, store_batch};
 use super::log::LogShared;
 use super::{CoreError, WriteLock};
+use crate::domain::time;
 
 /// How ingestion batches deliveries.
 #[derive(Debug, Clone)]
@@ -165,7 +165,7 @@ impl Batches {
         let (reports, events) = store_batch(&txn, jobs).instrument(apply).await?;
         let commit = tracing::info_span!(parent: first, "commit", batch = jobs.len());
         async {
-            append_events(&txn, Utc::now(), &events).await?;
+            append_events(&txn, time::now(), &events).await?;
             txn.commit().await?;
             Ok::<_, CoreError>(())
         }

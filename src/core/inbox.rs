@@ -13,6 +13,7 @@ use super::apply::{Input, apply_one};
 use super::ingest::{APPLIED, IGNORED, REJECTED, append_events};
 use super::{Core, CoreError, Outcome};
 use crate::domain::argyle::{self, ArgyleEvent};
+use crate::domain::time;
 use crate::store::entities::delivery;
 
 /// Delivery statuses, as stored.
@@ -93,7 +94,7 @@ impl Core {
 
     /// Re-applies one stored delivery with this version's parser and rules.
     pub async fn inbox_replay(&self, id: i64) -> Result<(DeliverySummary, Outcome), CoreError> {
-        let now = Utc::now();
+        let now = time::now();
         let _writer = super::hold(&self.write_lock).await;
         let txn = self.db.begin().await?;
         let row = delivery::Entity::find_by_id(id)

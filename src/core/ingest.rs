@@ -18,6 +18,7 @@ use crate::domain::UserId;
 use crate::domain::argyle::{self, ArgyleEvent, Delivery};
 use crate::domain::events::DomainEvent;
 use crate::domain::signature::Verified;
+use crate::domain::time;
 use crate::store::StoreError;
 use crate::store::entities::{delivery, event};
 
@@ -78,7 +79,7 @@ impl Core {
             sha: hex::encode(Sha256::digest(&body)),
             parsed: argyle::parse(&body),
             body,
-            received_at: Utc::now(),
+            received_at: time::now(),
             span: tracing::Span::current(),
         };
         self.committer.submit(job).await
@@ -92,7 +93,7 @@ pub(super) async fn store_batch(
     txn: &DatabaseTransaction,
     jobs: &[Job],
 ) -> Result<(Vec<IngestReport>, Vec<DomainEvent>), CoreError> {
-    let now = Utc::now();
+    let now = time::now();
     // One row per distinct body; later copies in the batch get the first one's answer.
     let mut first_of: HashMap<&str, usize> = HashMap::new();
     let mut firsts = Vec::new();

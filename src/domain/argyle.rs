@@ -111,12 +111,14 @@ struct Connection {
     status: Option<String>,
     error_code: Option<String>,
     error_message: Option<String>,
+    #[serde(default, deserialize_with = "super::time::argyle_time")]
     updated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
 struct ReadyAccount {
     id: Uuid,
+    #[serde(default, deserialize_with = "super::time::argyle_time")]
     last_synced_at: Option<DateTime<Utc>>,
 }
 
@@ -452,6 +454,25 @@ mod tests {
                 .path,
             "data"
         );
+    }
+
+    #[test]
+    fn times_no_protobuf_timestamp_can_hold_are_refused_naming_the_field() {
+        let ready = |synced: &str| {
+            format!(
+                r#"{{"event":"reports.ready","data":{{"user":"{USER}","accounts":[{{"id":"{ACCOUNT}","last_synced_at":"{synced}"}}]}}}}"#
+            )
+        };
+        for bad in ["2016-12-31T23:59:60Z", "0000-12-31T23:59:59Z"] {
+            let error = parse(ready(bad).as_bytes()).unwrap_err();
+            assert_eq!(error.path, "data.accounts[0].last_synced_at", "{bad}");
+        }
+        let updated = format!(
+            r#"{{"event":"accounts.updated","data":{{"account":"{ACCOUNT}","user":"{USER}","resource":{{"connection":{{"status":"error","updated_at":"1990-12-31T23:59:60Z"}}}}}}}}"#
+        );
+        let error = parse(updated.as_bytes()).unwrap_err();
+        assert_eq!(error.path, "data.resource.connection.updated_at");
+        assert!(error.message.contains("leap second"), "{error}");
     }
 
     #[test]

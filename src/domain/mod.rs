@@ -7,6 +7,7 @@ pub mod argyle;
 pub mod events;
 pub mod readiness;
 pub mod signature;
+pub mod time;
 
 use std::fmt;
 use std::str::FromStr;

@@ -18,5 +18,6 @@ mod readiness_scenarios;
 mod reports;
 mod security;
 mod streams;
+mod timestamps;
 mod tracing_export;
 mod webhook_answers;
