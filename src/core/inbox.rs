@@ -68,7 +68,11 @@ impl Core {
             if !STATUSES.contains(&status.as_str()) {
                 return Err(CoreError::InvalidArgument {
                     field: "status",
-                    reason: format!("{status:?} is not one of {}", STATUSES.join(", ")),
+                    reason: format!(
+                        "{} is not one of {}",
+                        crate::domain::echo(status),
+                        STATUSES.join(", ")
+                    ),
                 });
             }
             query = query.filter(delivery::Column::Status.eq(status.as_str()));

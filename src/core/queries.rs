@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{Core, CoreError};
-use crate::domain::{ReadinessState, ReportId, ReportType, UserId};
+use crate::domain::{ReadinessState, ReportId, ReportType, UserId, echo};
 use crate::store::entities::{account, report, user};
 use crate::store::{AccountRecord, ReportRecord, UserRecord};
 
@@ -85,11 +85,12 @@ impl Core {
                     .await?;
                 if rows.len() > 1 {
                     return Err(CoreError::FailedPrecondition(format!(
-                        "external id {external_id:?} belongs to more than one user; look up by user_id"
+                        "external id {} belongs to more than one user; look up by user_id",
+                        echo(external_id)
                     )));
                 }
                 rows.pop().ok_or_else(|| {
-                    CoreError::NotFound(format!("user with external id {external_id:?}"))
+                    CoreError::NotFound(format!("user with external id {}", echo(external_id)))
                 })?
             }
         };
@@ -181,7 +182,7 @@ impl Core {
             ),
             ReportLookup::ArgyleId(id) => (
                 report::Entity::find().filter(report::Column::ArgyleReportId.eq(id.as_str())),
-                format!("report with Argyle id {id:?}"),
+                format!("report with Argyle id {}", echo(id)),
             ),
         };
         let row = query

@@ -75,10 +75,20 @@ pub struct ParseError {
 }
 
 impl ParseError {
+    /// Both parts may repeat the sender's input (a key, a value serde quotes), so each is cut to
+    /// about [`MAX_ECHO_BYTES`](super::MAX_ECHO_BYTES) (the message keeps some room for its own
+    /// words).
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let cut = |text: String, max: usize| {
+            if text.len() <= max {
+                text
+            } else {
+                format!("{}… ({} bytes)", super::clip(&text, max), text.len())
+            }
+        };
         Self {
-            path: path.into(),
-            message: message.into(),
+            path: cut(path.into(), super::MAX_ECHO_BYTES),
+            message: cut(message.into(), 2 * super::MAX_ECHO_BYTES),
         }
     }
 }

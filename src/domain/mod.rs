@@ -181,6 +181,31 @@ pub fn normalize_external_id(value: Option<&str>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Most bytes of a caller's input repeated in an error message: enough to recognise it, never
+/// enough to bloat an answer (a 3 MB id echoed into `grpc-message` breaks the client's headers).
+pub const MAX_ECHO_BYTES: usize = 128;
+
+/// `input` quoted for an error message, cut to [`MAX_ECHO_BYTES`] (on a character boundary) with
+/// its full length noted when it is longer.
+pub fn echo(input: &str) -> String {
+    if input.len() <= MAX_ECHO_BYTES {
+        return format!("{input:?}");
+    }
+    format!("{:?}… ({} bytes)", clip(input, MAX_ECHO_BYTES), input.len())
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +229,15 @@ mod tests {
         let future = ReportType::from_argyle("voa");
         assert_eq!(future, ReportType::Other("voa".into()));
         assert_eq!(future.as_str(), "voa");
+    }
+
+    #[test]
+    fn echoed_input_is_cut_to_128_bytes_on_a_character_boundary() {
+        assert_eq!(echo("ext-1"), "\"ext-1\"");
+        let long = "é".repeat(1000);
+        let echoed = echo(&long);
+        assert!(echoed.len() < MAX_ECHO_BYTES + 32, "{echoed}");
+        assert!(echoed.ends_with("… (2000 bytes)"), "{echoed}");
     }
 
     #[test]

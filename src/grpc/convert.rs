@@ -123,8 +123,10 @@ pub fn report(record: &ReportRecord) -> pb::Report {
 
 /// Parses a UUID request field, naming the field when it is malformed.
 pub fn uuid_field<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, Status> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| invalid_argument(field, format!("{value:?} is not a UUID")))
+    value.trim().parse().map_err(|_| {
+        invalid_argument(
+            field,
+            format!("{} is not a UUID", crate::domain::echo(value)),
+        )
+    })
 }

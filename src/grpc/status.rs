@@ -9,7 +9,7 @@ use crate::http::error_chain;
 
 /// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming the field.
 pub fn invalid_argument(field: &str, reason: impl Into<String>) -> Status {
-    let reason = reason.into();
+    let reason = bounded(reason.into());
     Status::with_error_details(
         Code::InvalidArgument,
         format!("{field}: {reason}"),
@@ -21,8 +21,8 @@ impl From<CoreError> for Status {
     fn from(error: CoreError) -> Self {
         match error {
             CoreError::InvalidArgument { field, reason } => invalid_argument(field, reason),
-            CoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
-            CoreError::FailedPrecondition(message) => Status::failed_precondition(message),
+            CoreError::NotFound(what) => Status::not_found(bounded(format!("{what} not found"))),
+            CoreError::FailedPrecondition(message) => Status::failed_precondition(bounded(message)),
             CoreError::ShuttingDown => Status::unavailable(error.to_string()),
             CoreError::Unavailable(_) => {
                 tracing::warn!(error = %error_chain(&error), "gRPC request failed");
@@ -33,5 +33,17 @@ impl From<CoreError> for Status {
                 Status::internal("internal error")
             }
         }
+    }
+}
+
+/// A last bound on any message we build: echoed input is already cut at each source (see
+/// [`crate::domain::echo`]), and this keeps a message well inside HTTP/2 header limits whatever
+/// else it contains.
+fn bounded(message: String) -> String {
+    const MAX: usize = 4 * crate::domain::MAX_ECHO_BYTES;
+    if message.len() <= MAX {
+        message
+    } else {
+        format!("{}…", crate::domain::clip(&message, MAX))
     }
 }

@@ -119,6 +119,6 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     {
         Ok(())
     } else {
-        Err(ApiError::UnsupportedMediaType(format!("{text:?}")))
+        Err(ApiError::UnsupportedMediaType(crate::domain::echo(&text)))
     }
 }
