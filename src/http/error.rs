@@ -24,6 +24,12 @@ pub enum ApiError {
     ForbiddenSource(std::net::IpAddr),
     #[error("too many requests in flight; retry later")]
     Overloaded,
+    #[error(
+        "the request took longer than {}s; whether it was stored is unknown: retrying is safe \
+         (deliveries are deduplicated by content)",
+        timeout.as_secs_f64()
+    )]
+    TimedOut { timeout: std::time::Duration },
     #[error("{reason}")]
     InvalidEvent { reason: String, delivery_id: i64 },
     #[error(transparent)]
@@ -46,6 +52,7 @@ impl ApiError {
             ApiError::UnreadableBody(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
             ApiError::ForbiddenSource(_) => (StatusCode::FORBIDDEN, "forbidden_source"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::TimedOut { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::InvalidEvent { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
             ApiError::Core(CoreError::Unavailable(_) | CoreError::ShuttingDown) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")

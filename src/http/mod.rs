@@ -16,7 +16,6 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::core::Core;
@@ -86,14 +85,14 @@ pub struct HttpState {
 
 /// The HTTP routes, behind load shedding, a concurrency limit and a request timeout.
 pub fn router(state: HttpState, limits: &Limits) -> Router {
+    let request_timeout = limits.request_timeout;
     let protection = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(overloaded))
+        .layer(HandleErrorLayer::new(move |error: tower::BoxError| {
+            shed_or_timed_out(error, request_timeout)
+        }))
         .load_shed()
         .concurrency_limit(limits.max_in_flight)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ));
+        .timeout(request_timeout);
     Router::new()
         .route("/webhooks/argyle", post(webhook::receive))
         .route("/healthz", get(healthz))
@@ -115,9 +114,17 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
     span
 }
 
-/// The answer when the concurrency limit is reached: shed, do not queue.
-async fn overloaded(_: tower::BoxError) -> axum::response::Response {
-    ApiError::Overloaded.into_response()
+/// The answer when the concurrency limit is reached (shed, do not queue) or the request timed
+/// out (its outcome is unknown: a delivery may still commit, and a retry is deduplicated).
+async fn shed_or_timed_out(
+    error: tower::BoxError,
+    timeout: std::time::Duration,
+) -> axum::response::Response {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::TimedOut { timeout }.into_response()
+    } else {
+        ApiError::Overloaded.into_response()
+    }
 }
 
 /// Liveness: the process answers.

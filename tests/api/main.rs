@@ -19,6 +19,7 @@ mod readiness_scenarios;
 mod reports;
 mod security;
 mod streams;
+mod timeouts;
 mod timestamps;
 mod tracing_export;
 mod webhook_answers;
