@@ -20,9 +20,13 @@ pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("readiness.v1");
 
-    /// Encoded descriptors of `proto/`, for reflection.
+    /// Encoded descriptors of the public API (`readiness.proto`), for reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("readiness_descriptor");
+    /// Encoded descriptors of `admin.proto`, registered with reflection only when AdminService
+    /// is served.
+    pub const ADMIN_FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("admin_descriptor");
 }
 
 pub use auth::{BearerAuth, hash_token};
@@ -113,10 +117,16 @@ where
     H::Future: Send + 'static,
 {
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET);
+        // Reflection describes whole files: AdminService (and its raw-body read) is only
+        // described where it is served.
+        match access.admin {
+            Some(_) => builder.register_encoded_file_descriptor_set(pb::ADMIN_FILE_DESCRIPTOR_SET),
+            None => builder,
+        }
     };
     // Each builder lists only its own reflection protocol; register the other's descriptors so
     // both versions show in `list`.

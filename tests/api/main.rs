@@ -16,6 +16,7 @@ mod helpers;
 mod hostile_input;
 mod operations;
 mod readiness_scenarios;
+mod reflection;
 mod reports;
 mod security;
 mod streams;
