@@ -147,6 +147,11 @@ impl App {
                 trusted_proxies: security.trusted_proxies.clone(),
                 client_ip_header: self.settings.http_client_ip_header.clone(),
             }),
+            metrics_sources: Arc::new(http::SourcePolicy {
+                allowed: security.metrics_allowed.clone(),
+                trusted_proxies: security.trusted_proxies.clone(),
+                client_ip_header: self.settings.http_client_ip_header.clone(),
+            }),
         };
         let limits = http::Limits {
             request_timeout: Duration::from_secs(self.settings.http_request_timeout_secs),

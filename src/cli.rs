@@ -145,6 +145,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR,...")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_allowed_cidrs: Option<String>,
+    /// CIDRs allowed to read /metrics [env: READINESS_METRICS_ALLOWED_CIDRS] [default: any]
+    #[arg(long, value_name = "CIDR,...")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_allowed_cidrs: Option<String>,
     /// Client-address header set by a trusted proxy [env: READINESS_HTTP_CLIENT_IP_HEADER]
     #[arg(long, value_name = "HEADER")]
     #[serde(skip_serializing_if = "Option::is_none")]

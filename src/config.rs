@@ -86,6 +86,10 @@ pub struct Settings {
     /// Probes stay reachable from anywhere.
     #[serde(deserialize_with = "comma_list")]
     pub http_allowed_cidrs: Vec<String>,
+    /// CIDRs allowed to read `GET /metrics` on the HTTP listener, comma-separated (the client
+    /// address is found as for webhooks). Empty: any.
+    #[serde(deserialize_with = "comma_list")]
+    pub metrics_allowed_cidrs: Vec<String>,
     /// Header carrying the client address from a reverse proxy (e.g. `x-forwarded-for`; its
     /// last entry is used). Only read when the direct peer is in `http_trusted_proxies`.
     pub http_client_ip_header: Option<String>,
@@ -131,6 +135,7 @@ impl Default for Settings {
             grpc_max_message_bytes: 4 * 1024 * 1024,
             grpc_max_concurrent_streams: 256,
             http_allowed_cidrs: vec![],
+            metrics_allowed_cidrs: vec![],
             http_client_ip_header: None,
             http_trusted_proxies: vec![],
             http_request_timeout_secs: 30,
@@ -174,6 +179,7 @@ impl fmt::Debug for Settings {
                 &self.grpc_max_concurrent_streams,
             )
             .field("http_allowed_cidrs", &self.http_allowed_cidrs)
+            .field("metrics_allowed_cidrs", &self.metrics_allowed_cidrs)
             .field("http_client_ip_header", &self.http_client_ip_header)
             .field("http_trusted_proxies", &self.http_trusted_proxies)
             .field("http_request_timeout_secs", &self.http_request_timeout_secs)
@@ -357,6 +363,7 @@ impl Settings {
             token_hashes,
             admin_token_hashes,
             allowed: cidrs("http_allowed_cidrs", &self.http_allowed_cidrs)?,
+            metrics_allowed: cidrs("metrics_allowed_cidrs", &self.metrics_allowed_cidrs)?,
             trusted_proxies: cidrs("http_trusted_proxies", &self.http_trusted_proxies)?,
             tls,
         })
@@ -372,6 +379,8 @@ pub struct Security {
     pub admin_token_hashes: Vec<[u8; 32]>,
     /// Networks allowed to post webhooks; empty means any.
     pub allowed: Vec<ipnet::IpNet>,
+    /// Networks allowed to read `/metrics`; empty means any.
+    pub metrics_allowed: Vec<ipnet::IpNet>,
     /// Proxies whose client-address header is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tls: Option<TlsFiles>,

@@ -16,7 +16,7 @@ pub const APPLY_SECONDS: &str = "readiness_webhook_apply_seconds";
 pub const DUPLICATES: &str = "readiness_webhook_duplicates_total";
 /// Signed deliveries stored as `rejected` (kept for inspection, not applied).
 pub const QUARANTINED: &str = "readiness_deliveries_quarantined_total";
-/// Users by readiness `state`, counted at scrape time.
+/// Users by readiness `state`, kept current from the event log (no query per scrape).
 pub const USERS: &str = "readiness_users";
 /// Open event streams, by `stream`.
 pub const STREAMS_OPEN: &str = "readiness_streams_open";

@@ -23,12 +23,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Core, CoreError};
+use crate::domain::ReadinessState;
 use crate::domain::events::DomainEvent;
 use crate::store::StoreError;
 use crate::store::entities::event;
@@ -121,6 +122,51 @@ pub(super) struct LogShared {
     options: StreamOptions,
     /// Cancelled at shutdown: ends the follower and every open stream.
     stop: CancellationToken,
+    /// Users per readiness state as of the log position the follower has read.
+    users: UserCounts,
+}
+
+/// Users per readiness state, counted once when the follower starts (in the same snapshot as
+/// the log position it starts from) and kept current from every `readiness_changed` event it
+/// reads, local or from another replica; `/metrics` shows it as the `readiness_users` gauges
+/// without querying the database.
+#[derive(Default)]
+struct UserCounts(std::sync::Mutex<std::collections::HashMap<ReadinessState, i64>>);
+
+impl UserCounts {
+    fn reset(&self, counts: Vec<(ReadinessState, u64)>) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.clear();
+        map.extend(counts.into_iter().map(|(state, n)| (state, n as i64)));
+    }
+
+    fn apply(&self, event: &DomainEvent) {
+        let DomainEvent::ReadinessChanged { from, to, .. } = event else {
+            return;
+        };
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(from) = from {
+            *map.entry(*from).or_default() -= 1;
+        }
+        *map.entry(*to).or_default() += 1;
+    }
+
+    fn get(&self) -> Vec<(ReadinessState, i64)> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ReadinessState::ALL
+            .into_iter()
+            .map(|state| (state, map.get(&state).copied().unwrap_or_default()))
+            .collect()
+    }
 }
 
 impl LogShared {
@@ -131,6 +177,7 @@ impl LogShared {
             wake: Notify::new(),
             options,
             stop: CancellationToken::new(),
+            users: UserCounts::default(),
         })
     }
 
@@ -188,7 +235,7 @@ async fn read_after(
         .collect()
 }
 
-async fn last_seq(db: &DatabaseConnection) -> Result<i64, CoreError> {
+async fn last_seq(db: &impl ConnectionTrait) -> Result<i64, CoreError> {
     let last = event::Entity::find()
         .select_only()
         .column(event::Column::Seq)
@@ -201,9 +248,29 @@ async fn last_seq(db: &DatabaseConnection) -> Result<i64, CoreError> {
 }
 
 impl Core {
+    /// Users per readiness state as of the log position this process has read (no query).
+    pub fn users_by_state(&self) -> Vec<(ReadinessState, i64)> {
+        self.log.users.get()
+    }
+}
+
+/// The end of the log and the users per state, read in one snapshot, so that applying the
+/// events after that position keeps the counts exact.
+async fn snapshot(db: &DatabaseConnection) -> Result<(i64, Vec<(ReadinessState, u64)>), CoreError> {
+    let isolation = (db.get_database_backend() == DbBackend::Postgres)
+        .then_some(sea_orm::IsolationLevel::RepeatableRead);
+    let txn = db.begin_with_config(isolation, None).await?;
+    let last = last_seq(&txn).await?;
+    let users = super::queries::users_by_state(&txn).await?;
+    txn.commit().await?;
+    Ok((last, users))
+}
+
+impl Core {
     /// Starts the log follower (and, on PostgreSQL, the NOTIFY listener) for this process.
     pub(super) async fn start_follower(&self) -> Result<(), CoreError> {
-        let mut last = last_seq(&self.db).await?;
+        let (mut last, users) = snapshot(&self.db).await?;
+        self.log.users.reset(users);
         let (db, log) = (self.db.clone(), self.log.clone());
         if db.get_database_backend() == DbBackend::Postgres {
             tokio::spawn(listen_for_replicas(db.clone(), log.clone()));
@@ -215,6 +282,7 @@ impl Core {
                         let full = events.len() as u64 == BATCH;
                         for event in events {
                             last = event.seq;
+                            log.users.apply(&event.event);
                             // No receivers is fine: nobody is streaming.
                             let _ = log.tail.send(Arc::new(event));
                         }
@@ -421,6 +489,35 @@ async fn listen_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_counts_follow_readiness_changes() {
+        let counts = UserCounts::default();
+        counts.reset(vec![
+            (ReadinessState::Pending, 2),
+            (ReadinessState::Ready, 1),
+        ]);
+        let user = crate::domain::UserId(uuid::Uuid::nil());
+        counts.apply(&DomainEvent::ReadinessChanged {
+            user,
+            from: Some(ReadinessState::Pending),
+            to: ReadinessState::Ready,
+        });
+        counts.apply(&DomainEvent::ReadinessChanged {
+            user,
+            from: None,
+            to: ReadinessState::NoAccounts,
+        });
+        assert_eq!(
+            counts.get(),
+            vec![
+                (ReadinessState::NoAccounts, 1),
+                (ReadinessState::Pending, 1),
+                (ReadinessState::Ready, 2),
+                (ReadinessState::Blocked, 0),
+            ]
+        );
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_anything_else() {

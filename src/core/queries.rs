@@ -151,28 +151,6 @@ impl Core {
             .collect()
     }
 
-    /// How many users are in each readiness state (states with none are reported as 0).
-    pub async fn users_by_state(&self) -> Result<Vec<(ReadinessState, u64)>, CoreError> {
-        let rows: Vec<(String, i64)> = user::Entity::find()
-            .select_only()
-            .column(user::Column::State)
-            .column_as(user::Column::UserId.count(), "count")
-            .group_by(user::Column::State)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(ReadinessState::ALL
-            .into_iter()
-            .map(|state| {
-                let count = rows
-                    .iter()
-                    .find(|(name, _)| name == state.as_str())
-                    .map_or(0, |(_, count)| (*count).max(0) as u64);
-                (state, count)
-            })
-            .collect())
-    }
-
     /// One report.
     pub async fn report(&self, lookup: &ReportLookup) -> Result<ReportRecord, CoreError> {
         let (query, what) = match lookup {
@@ -225,4 +203,29 @@ impl Core {
             more,
         })
     }
+}
+
+/// How many users are in each readiness state (states with none are reported as 0), read
+/// on `db` (a connection or a transaction).
+pub(super) async fn users_by_state(
+    db: &impl sea_orm::ConnectionTrait,
+) -> Result<Vec<(ReadinessState, u64)>, CoreError> {
+    let rows: Vec<(String, i64)> = user::Entity::find()
+        .select_only()
+        .column(user::Column::State)
+        .column_as(user::Column::UserId.count(), "count")
+        .group_by(user::Column::State)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(ReadinessState::ALL
+        .into_iter()
+        .map(|state| {
+            let count = rows
+                .iter()
+                .find(|(name, _)| name == state.as_str())
+                .map_or(0, |(_, count)| (*count).max(0) as u64);
+            (state, count)
+        })
+        .collect())
 }

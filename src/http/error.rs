@@ -20,7 +20,7 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the body could not be read: {0}")]
     UnreadableBody(String),
-    #[error("source address {0} may not post webhooks")]
+    #[error("source address {0} is not in this endpoint's allow-list")]
     ForbiddenSource(std::net::IpAddr),
     #[error("too many requests in flight; retry later")]
     Overloaded,

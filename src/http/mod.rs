@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -81,6 +81,8 @@ pub struct HttpState {
     pub shutdown: CancellationToken,
     /// Which sources may post webhooks.
     pub sources: Arc<SourcePolicy>,
+    /// Which sources may read `/metrics` (the same client-address rules, another allow-list).
+    pub metrics_sources: Arc<SourcePolicy>,
 }
 
 /// The HTTP routes, behind load shedding, a concurrency limit and a request timeout.
@@ -132,24 +134,27 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Prometheus text exposition; user counts by state are read at scrape time.
-async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
-    match state.core.users_by_state().await {
-        Ok(counts) => {
-            for (readiness, count) in counts {
-                metrics::gauge!(crate::metrics::USERS, "state" => readiness.as_str())
-                    .set(count as f64);
-            }
-        }
-        Err(error) => tracing::warn!(%error, "user counts for /metrics"),
+/// Prometheus text exposition. Nothing here touches the database: the user counts are kept
+/// current by the event-log follower.
+async fn metrics_text(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let client = state.metrics_sources.client(peer.ip(), &headers);
+    if !state.metrics_sources.allows(client) {
+        return Err(ApiError::ForbiddenSource(client));
     }
-    (
+    for (readiness, count) in state.core.users_by_state() {
+        metrics::gauge!(crate::metrics::USERS, "state" => readiness.as_str()).set(count as f64);
+    }
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
         crate::metrics::handle().render(),
-    )
+    ))
 }
 
 /// Readiness: the database answers and shutdown has not begun.

@@ -14,6 +14,7 @@ mod grpc_queries;
 mod grpcurl;
 mod helpers;
 mod hostile_input;
+mod metrics_scrape;
 mod operations;
 mod readiness_scenarios;
 mod reflection;
