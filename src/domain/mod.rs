@@ -8,6 +8,7 @@ pub mod events;
 pub mod readiness;
 pub mod signature;
 pub mod time;
+pub mod user;
 
 use std::fmt;
 use std::str::FromStr;
