@@ -698,10 +698,11 @@ mod tests {
         ]
     }
 
-    /// A user's deliveries, and the same deliveries shuffled with some delivered again. Each
-    /// delivery keeps its content key (a repeated body is the same body).
-    fn deliveries_and_a_replay()
-    -> impl Strategy<Value = (Vec<(usize, ArgyleEvent)>, Vec<(usize, ArgyleEvent)>)> {
+    /// Numbered deliveries: the number stands for the body (a repeated body is the same body).
+    type Deliveries = Vec<(usize, ArgyleEvent)>;
+
+    /// A user's deliveries, and the same deliveries shuffled with some delivered again.
+    fn deliveries_and_a_replay() -> impl Strategy<Value = (Deliveries, Deliveries)> {
         proptest::collection::vec(event(), 1..10).prop_flat_map(|events| {
             let numbered: Vec<(usize, ArgyleEvent)> = events.into_iter().enumerate().collect();
             let len = numbered.len();
