@@ -47,7 +47,7 @@ pub enum CoreError {
 impl From<StoreError> for CoreError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Database(_) => {
+            StoreError::Database(_) | StoreError::Listen(_) => {
                 metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
                 CoreError::Unavailable(error)
             }

@@ -1,6 +1,7 @@
 //! Domain events: what changed, as appended to the ordered event log in the same transaction as
 //! the change itself. Streams and other readers consume them.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{AccountId, AccountState, ReadinessState, ReportId, UserId};
@@ -49,4 +50,14 @@ impl DomainEvent {
             | DomainEvent::ReportGenerated { user, .. } => *user,
         }
     }
+}
+
+/// An event as the log holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    /// Position in the log: the stable event id and the basis of cursors.
+    pub seq: i64,
+    /// When the transaction that appended it stored it.
+    pub recorded_at: DateTime<Utc>,
+    pub event: DomainEvent,
 }

@@ -5,6 +5,7 @@
 pub mod account;
 pub mod argyle;
 pub mod events;
+pub mod inbox;
 pub mod readiness;
 pub mod signature;
 pub mod time;
@@ -51,89 +52,79 @@ uuid_id!(
     ReportId
 );
 
-/// The state of one account, derived from its facts (see [`account::AccountFacts::state`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccountState {
-    Added,
-    Connected,
-    Synced,
-    Failed,
-    Disconnected,
-    Removed,
-}
-
-impl AccountState {
-    pub const ALL: [AccountState; 6] = [
-        AccountState::Added,
-        AccountState::Connected,
-        AccountState::Synced,
-        AccountState::Failed,
-        AccountState::Disconnected,
-        AccountState::Removed,
-    ];
-
-    /// The stable name stored in the database and written in events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountState::Added => "added",
-            AccountState::Connected => "connected",
-            AccountState::Synced => "synced",
-            AccountState::Failed => "failed",
-            AccountState::Disconnected => "disconnected",
-            AccountState::Removed => "removed",
+/// An enum of stable names: `ALL`, `as_str` (the name stored in the database and written in
+/// events) and `FromStr` (its inverse), written once for every such enum.
+macro_rules! named {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
         }
-    }
-}
 
-impl FromStr for AccountState {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_owned()))
-    }
-}
+        impl $name {
+            pub const ALL: [$name; [$($text),+].len()] = [$($name::$variant),+];
 
-/// Whether a report can be generated for a user now (see [`readiness::user_readiness`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReadinessState {
-    NoAccounts,
-    Pending,
-    Ready,
-    Blocked,
-}
-
-impl ReadinessState {
-    pub const ALL: [ReadinessState; 4] = [
-        ReadinessState::NoAccounts,
-        ReadinessState::Pending,
-        ReadinessState::Ready,
-        ReadinessState::Blocked,
-    ];
-
-    /// The stable name stored in the database and written in events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReadinessState::NoAccounts => "no_accounts",
-            ReadinessState::Pending => "pending",
-            ReadinessState::Ready => "ready",
-            ReadinessState::Blocked => "blocked",
+            /// The stable name stored in the database and written in events.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
         }
-    }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .into_iter()
+                    .find(|value| value.as_str() == s)
+                    .ok_or_else(|| UnknownName(s.to_owned()))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-impl FromStr for ReadinessState {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_owned()))
+named!(
+    /// The state of one account, derived from its facts (see [`account::AccountFacts::state`]).
+    AccountState {
+        Added => "added",
+        Connected => "connected",
+        Synced => "synced",
+        Failed => "failed",
+        Disconnected => "disconnected",
+        Removed => "removed",
     }
-}
+);
+
+named!(
+    /// Whether a report can be generated for a user now (see [`readiness::user_readiness`]).
+    ReadinessState {
+        NoAccounts => "no_accounts",
+        Pending => "pending",
+        Ready => "ready",
+        Blocked => "blocked",
+    }
+);
+
+named!(
+    /// What became of a stored webhook delivery.
+    DeliveryStatus {
+        /// Applied to users, accounts and reports.
+        Applied => "applied",
+        /// An event this service does not act on; kept only.
+        Ignored => "ignored",
+        /// Signed but not applicable (malformed or inconsistent); kept for inspection and replay.
+        Rejected => "rejected",
+    }
+);
 
 /// A stored name that this version does not know (a newer version wrote it, or the data is damaged).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,6 +209,9 @@ mod tests {
         }
         for state in ReadinessState::ALL {
             assert_eq!(state.as_str().parse::<ReadinessState>(), Ok(state));
+        }
+        for status in DeliveryStatus::ALL {
+            assert_eq!(status.as_str().parse::<DeliveryStatus>(), Ok(status));
         }
     }
 

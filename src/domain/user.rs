@@ -71,6 +71,7 @@ impl Account {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub id: ReportId,
+    pub user: UserId,
     pub argyle_report_id: Option<String>,
     pub report_type: ReportType,
     pub generated_at: DateTime<Utc>,
@@ -330,6 +331,7 @@ impl User {
                     id,
                     Report {
                         id,
+                        user: self.id,
                         argyle_report_id,
                         report_type,
                         generated_at: at,

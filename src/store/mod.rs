@@ -1,8 +1,13 @@
 //! Persistence with sea-orm: connecting (SQLite or PostgreSQL, chosen by URL), migrations,
 //! entities, and the row ↔ domain conversions. Constraint errors are translated here only.
 
+mod batch;
 pub mod entities;
+mod inbox;
+pub mod log;
 pub mod migrations;
+mod reads;
+mod rows;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,7 +20,31 @@ use sea_orm_migration::MigratorTrait;
 use crate::domain::account::{AccountFacts, ErrorInfo};
 use crate::domain::{AccountId, AccountState, ReadinessState, ReportId, ReportType, UserId};
 
+pub use batch::{Batch, Inboxed, Loaded, NewDelivery, Wanted};
+pub use inbox::Verdict;
 pub use migrations::Migrator;
+pub use reads::ReportQuery;
+
+/// The database connection pool, as the layers above may hold it (they never name the driver).
+pub type Db = DatabaseConnection;
+
+/// The store: every SQL statement of the service goes through it. Cheap to clone; clones share
+/// the pool.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// The pool, for tests and tools that inspect tables directly.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
 
 /// Why the store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +55,9 @@ pub enum StoreError {
     /// A row holds something this version cannot read.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    /// The cross-replica notification channel failed (streams fall back to polling).
+    #[error("LISTEN connection: {0}")]
+    Listen(String),
 }
 
 /// How to reach the database.

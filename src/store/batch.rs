@@ -1,0 +1,341 @@
+//! The unit of work of one group commit, with a fixed number of statements whatever the batch
+//! size: the inbox rows are inserted (deduplicated by the body's SHA-256 with a unique
+//! constraint, not check-then-insert), the batch's users are read and locked in user-id order
+//! with their accounts, the owners of the accounts it names, and the reports it names; the
+//! caller applies its events to those aggregates in memory; what changed is written back with
+//! one multi-row statement per table, and the domain events are appended under the log's append
+//! lock (see `store::log`). Nothing is visible to anyone until [`Batch::commit`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, TryInsertResult,
+};
+
+use super::entities::{account, delivery, report, user};
+use super::rows::{
+    account_row, parse_id, parse_name, report_from_row, report_row, user_from_rows, user_row,
+};
+use super::{Store, StoreError};
+use crate::domain::events::DomainEvent;
+use crate::domain::user::{Owners, Report, User};
+use crate::domain::{AccountId, DeliveryStatus, ReportId, UserId};
+
+/// A delivery to keep in the inbox, with the verdict known before applying it.
+#[derive(Debug, Clone)]
+pub struct NewDelivery<'a> {
+    pub body_sha256: &'a str,
+    pub body: &'a [u8],
+    pub event_name: Option<&'a str>,
+    pub subscription: Option<&'a str>,
+    pub user: Option<UserId>,
+    pub status: DeliveryStatus,
+    pub error: Option<&'a str>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// How the inbox took a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inboxed {
+    /// Stored now, under this id.
+    New { id: i64 },
+    /// The same body was stored before.
+    Seen {
+        id: i64,
+        event_name: Option<String>,
+        status: DeliveryStatus,
+        error: Option<String>,
+    },
+}
+
+/// What a batch needs loaded before its events are applied.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted {
+    pub users: BTreeSet<UserId>,
+    /// Every account the batch names (their owners are loaded, whoever they are).
+    pub accounts: BTreeSet<AccountId>,
+    /// Every report the batch names, with the user whose event names it.
+    pub reports: BTreeMap<ReportId, UserId>,
+}
+
+/// The aggregates a batch applies its events to, and who owns the accounts it names.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub users: BTreeMap<UserId, User>,
+    pub owners: Owners,
+}
+
+/// One open transaction of the ingest pipeline.
+pub struct Batch {
+    txn: DatabaseTransaction,
+}
+
+impl Store {
+    /// Opens the unit of work of one group commit.
+    pub async fn begin_batch(&self) -> Result<Batch, StoreError> {
+        Ok(Batch {
+            txn: self.db.begin().await?,
+        })
+    }
+}
+
+impl Batch {
+    /// Keeps each delivery in the inbox unless the same body is already there. `rows` must have
+    /// distinct hashes; the answer has one entry per row, in order.
+    pub async fn insert_deliveries(
+        &self,
+        rows: &[NewDelivery<'_>],
+    ) -> Result<Vec<Inboxed>, StoreError> {
+        if rows.is_empty() {
+            return Ok(vec![]);
+        }
+        let inserted = delivery::Entity::insert_many(rows.iter().map(delivery_row))
+            .on_conflict_do_nothing_on([delivery::Column::BodySha256])
+            .exec_with_returning_many(&self.txn)
+            .await?;
+        let new: HashMap<String, i64> = match inserted {
+            TryInsertResult::Inserted(rows) => {
+                rows.into_iter().map(|r| (r.body_sha256, r.id)).collect()
+            }
+            TryInsertResult::Conflicted | TryInsertResult::Empty => HashMap::new(),
+        };
+        let seen: Vec<&str> = rows
+            .iter()
+            .map(|row| row.body_sha256)
+            .filter(|sha| !new.contains_key(*sha))
+            .collect();
+        let mut earlier: HashMap<String, delivery::Model> = HashMap::new();
+        if !seen.is_empty() {
+            for row in delivery::Entity::find()
+                .filter(delivery::Column::BodySha256.is_in(seen))
+                .all(&self.txn)
+                .await?
+            {
+                earlier.insert(row.body_sha256.clone(), row);
+            }
+        }
+        rows.iter()
+            .map(|row| match new.get(row.body_sha256) {
+                Some(&id) => Ok(Inboxed::New { id }),
+                None => {
+                    let stored =
+                        earlier
+                            .remove(row.body_sha256)
+                            .ok_or_else(|| StoreError::Corrupt {
+                                table: "deliveries",
+                                detail: format!("conflicting row for {} vanished", row.body_sha256),
+                            })?;
+                    Ok(Inboxed::Seen {
+                        id: stored.id,
+                        status: parse_name("deliveries", &stored.status)?,
+                        event_name: stored.event_name,
+                        error: stored.error,
+                    })
+                }
+            })
+            .collect()
+    }
+
+    /// Reads what the batch's events touch: its users (locked, in user-id order, so batches of
+    /// different replicas take row locks in one global order) with all their accounts, the
+    /// owners of the accounts it names, and the reports it names. Three queries at most.
+    pub async fn load(&self, wanted: &Wanted) -> Result<Loaded, StoreError> {
+        let mut loaded = Loaded::default();
+        if wanted.users.is_empty() {
+            return Ok(loaded);
+        }
+        let user_ids: Vec<String> = wanted.users.iter().map(UserId::to_string).collect();
+        let rows = user::Entity::find()
+            .filter(user::Column::UserId.is_in(user_ids.iter().cloned()))
+            .order_by_asc(user::Column::UserId)
+            .lock_exclusive()
+            .all(&self.txn)
+            .await?;
+
+        let mut condition = Condition::any().add(account::Column::UserId.is_in(user_ids));
+        if !wanted.accounts.is_empty() {
+            condition = condition.add(
+                account::Column::AccountId.is_in(wanted.accounts.iter().map(AccountId::to_string)),
+            );
+        }
+        let mut accounts: HashMap<String, Vec<account::Model>> = HashMap::new();
+        for row in account::Entity::find()
+            .filter(condition)
+            .all(&self.txn)
+            .await?
+        {
+            loaded.owners.insert(
+                parse_id("accounts", &row.account_id)?,
+                parse_id("accounts", &row.user_id)?,
+            );
+            accounts.entry(row.user_id.clone()).or_default().push(row);
+        }
+
+        let mut reports: HashMap<UserId, Vec<Report>> = HashMap::new();
+        if !wanted.reports.is_empty() {
+            let ids = wanted.reports.keys().map(ReportId::to_string);
+            for row in report::Entity::find()
+                .filter(report::Column::Id.is_in(ids))
+                .all(&self.txn)
+                .await?
+            {
+                let (_, report) = report_from_row(row)?;
+                // Known to the user whose event names it, so that it is not announced again.
+                if let Some(named_by) = wanted.reports.get(&report.id) {
+                    reports.entry(*named_by).or_default().push(report);
+                }
+            }
+        }
+
+        for row in rows {
+            let id: UserId = parse_id("users", &row.user_id)?;
+            let user = user_from_rows(
+                row,
+                accounts.remove(&id.to_string()).unwrap_or_default(),
+                reports.remove(&id).unwrap_or_default(),
+            )?;
+            loaded.users.insert(id, user);
+        }
+        Ok(loaded)
+    }
+
+    /// Marks a stored delivery rejected: kept for inspection, not applied.
+    pub async fn reject(&self, delivery_id: i64, reason: &str) -> Result<(), StoreError> {
+        delivery::Entity::update_many()
+            .col_expr(
+                delivery::Column::Status,
+                DeliveryStatus::Rejected.as_str().into(),
+            )
+            .col_expr(delivery::Column::Error, reason.into())
+            .filter(delivery::Column::Id.eq(delivery_id))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes back what changed in `users`: one multi-row statement per table at most.
+    pub async fn save<'u>(
+        &self,
+        users: impl IntoIterator<Item = &'u User>,
+    ) -> Result<(), StoreError> {
+        let (mut created, mut updated, mut accounts, mut reports) =
+            (vec![], vec![], vec![], vec![]);
+        for user in users {
+            let changes = user.changes();
+            if changes.user {
+                if user.is_new() {
+                    created.push(user_row(user));
+                } else {
+                    updated.push(user_row(user));
+                }
+            }
+            for id in &changes.accounts {
+                if let Some(account) = user.accounts.get(id) {
+                    accounts.push(account_row(user, account)?);
+                }
+            }
+            for id in &changes.new_reports {
+                if let Some(report) = user.reports.get(id) {
+                    reports.push(report_row(report));
+                }
+            }
+        }
+        if !created.is_empty() {
+            // A plain insert: a user created meanwhile by another replica fails the batch, which
+            // is then retried delivery by delivery.
+            user::Entity::insert_many(created)
+                .exec_without_returning(&self.txn)
+                .await?;
+        }
+        upsert(
+            &self.txn,
+            updated,
+            user::Column::UserId,
+            [
+                user::Column::ExternalId,
+                user::Column::State,
+                user::Column::StateSince,
+                user::Column::UpdatedAt,
+            ],
+        )
+        .await?;
+        upsert(
+            &self.txn,
+            accounts,
+            account::Column::AccountId,
+            [
+                account::Column::State,
+                account::Column::Facts,
+                account::Column::ErrorCode,
+                account::Column::ErrorMessage,
+                account::Column::LastSyncedAt,
+                account::Column::UpdatedAt,
+            ],
+        )
+        .await?;
+        if !reports.is_empty() {
+            report::Entity::insert_many(reports)
+                .exec_without_returning(&self.txn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Appends events to the log under the append lock (see `store::log`).
+    pub async fn append(
+        &self,
+        events: &[DomainEvent],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        super::log::append(&self.txn, events, at).await
+    }
+
+    /// Commits everything; only then may the senders be answered.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.txn.commit().await?;
+        Ok(())
+    }
+
+    /// The open transaction, for the other store modules that work inside a batch.
+    pub(super) fn txn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}
+
+fn delivery_row(row: &NewDelivery<'_>) -> delivery::ActiveModel {
+    delivery::ActiveModel {
+        body_sha256: Set(row.body_sha256.to_owned()),
+        body: Set(row.body.to_vec()),
+        event_name: Set(row.event_name.map(str::to_owned)),
+        subscription: Set(row.subscription.map(str::to_owned)),
+        user_id: Set(row.user.map(|user| user.to_string())),
+        status: Set(row.status.as_str().to_owned()),
+        error: Set(row.error.map(str::to_owned)),
+        received_at: Set(row.received_at),
+        ..Default::default()
+    }
+}
+
+/// Inserts `rows`, or updates `columns` of those whose `key` exists: one statement, none if empty.
+async fn upsert<A>(
+    txn: &DatabaseTransaction,
+    rows: Vec<A>,
+    key: <A::Entity as EntityTrait>::Column,
+    columns: impl IntoIterator<Item = <A::Entity as EntityTrait>::Column>,
+) -> Result<(), StoreError>
+where
+    A: ActiveModelTrait + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    <A::Entity as EntityTrait>::insert_many(rows)
+        .on_conflict(OnConflict::column(key).update_columns(columns).to_owned())
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}

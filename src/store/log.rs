@@ -1,0 +1,176 @@
+//! The event log's SQL: appending under the append lock, reading after a position, the end of
+//! the log, and the cross-replica wake-up channel.
+//!
+//! **Commit order is sequence order.** Each transaction that appends events first takes one
+//! transaction-scoped lock (PostgreSQL `pg_advisory_xact_lock`; on SQLite all writes are already
+//! serialised), then takes its sequence values, and holds the lock until it commits. So if a
+//! reader sees event `s`, every event below `s` was committed before `s`'s transaction even took
+//! its sequence values, and is visible too: a reader that follows "seq > last" never skips a row
+//! that commits late. Sequence values of rolled-back transactions leave holes, which readers
+//! simply pass over. The lock only covers the short tail of a write (append + commit).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
+};
+
+use super::entities::{event, user};
+use super::{Store, StoreError};
+use crate::domain::ReadinessState;
+use crate::domain::events::{DomainEvent, LoggedEvent};
+
+/// The PostgreSQL channel that carries "new events" hints between replicas.
+pub const NOTIFY_CHANNEL: &str = "readiness_events";
+/// The advisory lock key that orders event appends (an arbitrary constant, "readiness" in hex-ish).
+pub const APPEND_LOCK_KEY: i64 = 0x7265_6164_696e_6573;
+
+/// Appends `events` in the caller's transaction: takes the append lock, hints other replicas
+/// (PostgreSQL `NOTIFY`, delivered at commit) in the same statement, then inserts them.
+pub(super) async fn append(
+    txn: &impl ConnectionTrait,
+    events: &[DomainEvent],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows = events
+        .iter()
+        .map(|event| {
+            let payload = serde_json::to_string(event).map_err(|error| StoreError::Corrupt {
+                table: "events",
+                detail: format!("event does not serialise: {error}"),
+            })?;
+            Ok(event::ActiveModel {
+                kind: Set(event.kind().to_owned()),
+                user_id: Set(event.user().to_string()),
+                payload: Set(payload),
+                recorded_at: Set(at),
+                ..Default::default()
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}), pg_notify('{NOTIFY_CHANNEL}', '')"
+            ),
+        ))
+        .await?;
+    }
+    event::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+async fn last_seq(db: &impl ConnectionTrait) -> Result<i64, StoreError> {
+    let last = event::Entity::find()
+        .select_only()
+        .column(event::Column::Seq)
+        .order_by_desc(event::Column::Seq)
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?;
+    Ok(last.unwrap_or(0))
+}
+
+async fn users_by_state(
+    db: &impl ConnectionTrait,
+) -> Result<Vec<(ReadinessState, u64)>, StoreError> {
+    let rows: Vec<(String, i64)> = user::Entity::find()
+        .select_only()
+        .column(user::Column::State)
+        .column_as(user::Column::UserId.count(), "count")
+        .group_by(user::Column::State)
+        .into_tuple()
+        .all(db)
+        .await?;
+    rows.into_iter()
+        .map(|(state, count)| {
+            Ok((
+                super::rows::parse_name("users", &state)?,
+                count.max(0) as u64,
+            ))
+        })
+        .collect()
+}
+
+impl Store {
+    /// Events after position `after`, in order, at most `limit`.
+    pub async fn read_log(&self, after: i64, limit: u64) -> Result<Vec<LoggedEvent>, StoreError> {
+        event::Entity::find()
+            .filter(event::Column::Seq.gt(after))
+            .order_by_asc(event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let event =
+                    serde_json::from_str(&row.payload).map_err(|error| StoreError::Corrupt {
+                        table: "events",
+                        detail: format!("event {}: {error}", row.seq),
+                    })?;
+                Ok(LoggedEvent {
+                    seq: row.seq,
+                    recorded_at: row.recorded_at,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    /// The position of the last committed event (0 for an empty log).
+    pub async fn log_end(&self) -> Result<i64, StoreError> {
+        last_seq(&self.db).await
+    }
+
+    /// The end of the log and the users per readiness state, read in one snapshot, so that
+    /// applying the events after that position keeps the counts exact.
+    pub async fn log_snapshot(&self) -> Result<(i64, Vec<(ReadinessState, u64)>), StoreError> {
+        let isolation = (self.db.get_database_backend() == DbBackend::Postgres)
+            .then_some(sea_orm::IsolationLevel::RepeatableRead);
+        let txn = self.db.begin_with_config(isolation, None).await?;
+        let last = last_seq(&txn).await?;
+        let users = users_by_state(&txn).await?;
+        txn.commit().await?;
+        Ok((last, users))
+    }
+
+    /// On PostgreSQL, waits for the next "new events" notification from any replica, forever
+    /// (returns only on error: the connection was lost). `None` on SQLite (one process).
+    pub fn log_notifications(&self) -> Option<Notifications> {
+        (self.db.get_database_backend() == DbBackend::Postgres).then(|| Notifications {
+            pool: self.db.get_postgres_connection_pool().clone(),
+        })
+    }
+}
+
+/// A source of cross-replica wake-ups (PostgreSQL `LISTEN`).
+pub struct Notifications {
+    pool: sea_orm::sqlx::PgPool,
+}
+
+impl Notifications {
+    /// Listens and calls `wake` for every notification until the connection fails.
+    pub async fn listen(&self, wake: impl Fn()) -> StoreError {
+        let mut listener = match sea_orm::sqlx::postgres::PgListener::connect_with(&self.pool).await
+        {
+            Ok(listener) => listener,
+            Err(error) => return StoreError::Listen(error.to_string()),
+        };
+        if let Err(error) = listener.listen(NOTIFY_CHANNEL).await {
+            return StoreError::Listen(error.to_string());
+        }
+        loop {
+            if let Err(error) = listener.recv().await {
+                return StoreError::Listen(error.to_string());
+            }
+            wake();
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Read queries: users with their accounts, reports. Lists are keyset-paged (`after` the last key
+//! of the previous page), so each page costs one indexed range scan; they read one row more than
+//! asked for, so that the caller knows whether another page follows.
+
+use std::collections::HashMap;
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::entities::{account, report, user};
+use super::rows::{report_from_row, user_from_rows};
+use super::{Store, StoreError};
+use crate::domain::user::{Report, User};
+use crate::domain::{ReadinessState, ReportId, UserId};
+
+/// Which reports to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportQuery {
+    pub user: Option<UserId>,
+    /// Only this exact Argyle type string.
+    pub type_name: Option<String>,
+    /// Only types other than these (Argyle's spellings of the types this version knows).
+    pub excluding_types: Vec<&'static str>,
+}
+
+impl Store {
+    /// One user with every account (one query: a LEFT JOIN).
+    pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let Some((row, accounts)) = user::Entity::find_by_id(id.to_string())
+            .find_with_related(account::Entity)
+            .all(&self.db)
+            .await?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        user_from_rows(row, accounts, vec![]).map(Some)
+    }
+
+    /// Users whose external id is `external_id`, at most `limit`, with their accounts.
+    pub async fn users_by_external_id(
+        &self,
+        external_id: &str,
+        limit: u64,
+    ) -> Result<Vec<User>, StoreError> {
+        let rows = user::Entity::find()
+            .filter(user::Column::ExternalId.eq(external_id))
+            .order_by_asc(user::Column::UserId)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        self.with_accounts(rows).await
+    }
+
+    /// Users ordered by id, optionally in one state, after `after`, at most `limit`.
+    pub async fn users(
+        &self,
+        state: Option<ReadinessState>,
+        after: Option<UserId>,
+        limit: u64,
+    ) -> Result<Vec<User>, StoreError> {
+        let mut query = user::Entity::find().order_by_asc(user::Column::UserId);
+        if let Some(state) = state {
+            query = query.filter(user::Column::State.eq(state.as_str()));
+        }
+        if let Some(after) = after {
+            query = query.filter(user::Column::UserId.gt(after.to_string()));
+        }
+        let rows = query.limit(limit).all(&self.db).await?;
+        self.with_accounts(rows).await
+    }
+
+    async fn with_accounts(&self, rows: Vec<user::Model>) -> Result<Vec<User>, StoreError> {
+        if rows.is_empty() {
+            return Ok(vec![]);
+        }
+        let ids = rows.iter().map(|row| row.user_id.clone());
+        let mut by_user: HashMap<String, Vec<account::Model>> = HashMap::new();
+        for row in account::Entity::find()
+            .filter(account::Column::UserId.is_in(ids))
+            .all(&self.db)
+            .await?
+        {
+            by_user.entry(row.user_id.clone()).or_default().push(row);
+        }
+        rows.into_iter()
+            .map(|row| {
+                let accounts = by_user.remove(&row.user_id).unwrap_or_default();
+                user_from_rows(row, accounts, vec![])
+            })
+            .collect()
+    }
+
+    /// One report by this service's id, with its position in report order.
+    pub async fn report(&self, id: ReportId) -> Result<Option<(i64, Report)>, StoreError> {
+        report::Entity::find()
+            .filter(report::Column::Id.eq(id.to_string()))
+            .one(&self.db)
+            .await?
+            .map(report_from_row)
+            .transpose()
+    }
+
+    /// One report by Argyle's report id.
+    pub async fn report_by_argyle_id(
+        &self,
+        argyle_id: &str,
+    ) -> Result<Option<(i64, Report)>, StoreError> {
+        report::Entity::find()
+            .filter(report::Column::ArgyleReportId.eq(argyle_id))
+            .one(&self.db)
+            .await?
+            .map(report_from_row)
+            .transpose()
+    }
+
+    /// Reports in the order they were recorded, after position `after`, at most `limit`.
+    pub async fn reports(
+        &self,
+        query: &ReportQuery,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<(i64, Report)>, StoreError> {
+        let mut select = report::Entity::find().order_by_asc(report::Column::Seq);
+        if let Some(user) = query.user {
+            select = select.filter(report::Column::UserId.eq(user.to_string()));
+        }
+        if let Some(name) = &query.type_name {
+            select = select.filter(report::Column::ReportType.eq(name.as_str()));
+        }
+        if !query.excluding_types.is_empty() {
+            select = select.filter(
+                report::Column::ReportType.is_not_in(query.excluding_types.iter().copied()),
+            );
+        }
+        if let Some(after) = after {
+            select = select.filter(report::Column::Seq.gt(after));
+        }
+        select
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(report_from_row)
+            .collect()
+    }
+}

@@ -1,0 +1,129 @@
+//! Rows ↔ domain values. The tables hold strings and JSON; everything above the store sees only
+//! domain types. A row this version cannot read is [`StoreError::Corrupt`], never a panic.
+
+use std::str::FromStr;
+
+use sea_orm::ActiveValue::Set;
+
+use super::StoreError;
+use super::entities::{account, report, user};
+use crate::domain::ReportType;
+use crate::domain::account::ErrorInfo;
+use crate::domain::user::{Account, Report, User};
+
+/// Reads a column that holds one of our stable names.
+pub(crate) fn parse_name<T: FromStr>(table: &'static str, value: &str) -> Result<T, StoreError> {
+    value.parse().map_err(|_| StoreError::Corrupt {
+        table,
+        detail: format!("unknown name {value:?}"),
+    })
+}
+
+/// Reads a column that holds an id.
+pub(crate) fn parse_id<T: FromStr>(table: &'static str, value: &str) -> Result<T, StoreError> {
+    value.parse().map_err(|_| StoreError::Corrupt {
+        table,
+        detail: format!("malformed id {value:?}"),
+    })
+}
+
+pub(crate) fn account_from_row(row: account::Model) -> Result<Account, StoreError> {
+    let facts = serde_json::from_str(&row.facts).map_err(|error| StoreError::Corrupt {
+        table: "accounts",
+        detail: format!("facts of {}: {error}", row.account_id),
+    })?;
+    let error = (row.error_code.is_some() || row.error_message.is_some()).then_some(ErrorInfo {
+        code: row.error_code,
+        message: row.error_message,
+    });
+    Ok(Account {
+        id: parse_id("accounts", &row.account_id)?,
+        facts,
+        state: parse_name("accounts", &row.state)?,
+        error,
+        last_synced_at: row.last_synced_at,
+        first_seen_at: row.first_seen_at,
+        updated_at: row.updated_at,
+    })
+}
+
+pub(crate) fn account_row(
+    user: &User,
+    account: &Account,
+) -> Result<account::ActiveModel, StoreError> {
+    let facts = serde_json::to_string(&account.facts).map_err(|error| StoreError::Corrupt {
+        table: "accounts",
+        detail: format!("facts of {} do not serialise: {error}", account.id),
+    })?;
+    let error = account.error.clone().unwrap_or_default();
+    Ok(account::ActiveModel {
+        account_id: Set(account.id.to_string()),
+        user_id: Set(user.id.to_string()),
+        state: Set(account.state.as_str().to_owned()),
+        facts: Set(facts),
+        error_code: Set(error.code),
+        error_message: Set(error.message),
+        last_synced_at: Set(account.last_synced_at),
+        first_seen_at: Set(account.first_seen_at),
+        updated_at: Set(account.updated_at),
+    })
+}
+
+/// A user from its row, its accounts' rows and the report rows the caller wants it to know.
+pub(crate) fn user_from_rows(
+    row: user::Model,
+    accounts: Vec<account::Model>,
+    reports: Vec<Report>,
+) -> Result<User, StoreError> {
+    let accounts = accounts
+        .into_iter()
+        .map(account_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(User::restore(
+        parse_id("users", &row.user_id)?,
+        row.external_id,
+        parse_name("users", &row.state)?,
+        row.state_since,
+        row.created_at,
+        row.updated_at,
+        accounts,
+        reports,
+    ))
+}
+
+pub(crate) fn user_row(user: &User) -> user::ActiveModel {
+    user::ActiveModel {
+        user_id: Set(user.id.to_string()),
+        external_id: Set(user.external_id.clone()),
+        state: Set(user.readiness.as_str().to_owned()),
+        state_since: Set(user.since),
+        created_at: Set(user.created_at),
+        updated_at: Set(user.updated_at),
+    }
+}
+
+pub(crate) fn report_from_row(row: report::Model) -> Result<(i64, Report), StoreError> {
+    Ok((
+        row.seq,
+        Report {
+            id: parse_id("reports", &row.id)?,
+            user: parse_id("reports", &row.user_id)?,
+            argyle_report_id: row.argyle_report_id,
+            report_type: ReportType::from_argyle(&row.report_type),
+            generated_at: row.generated_at,
+            delivery_id: row.delivery_id,
+        },
+    ))
+}
+
+pub(crate) fn report_row(report: &Report) -> report::ActiveModel {
+    report::ActiveModel {
+        id: Set(report.id.to_string()),
+        argyle_report_id: Set(report.argyle_report_id.clone()),
+        user_id: Set(report.user.to_string()),
+        report_type: Set(report.report_type.as_str().to_owned()),
+        generated_at: Set(report.generated_at),
+        delivery_id: Set(report.delivery_id),
+        ..Default::default()
+    }
+}
