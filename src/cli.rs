@@ -205,9 +205,9 @@ pub struct InboxArgs {
 pub enum InboxAction {
     /// List deliveries (oldest first) as JSON lines.
     List {
-        /// Only this status: applied, ignored, or rejected (alias: failed).
-        #[arg(long)]
-        status: Option<String>,
+        /// Only this status (`failed` is an alias of `rejected`).
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
         /// Only deliveries received since this time (RFC 3339) or this long ago (`24h`, `30d`).
         #[arg(long)]
         since: Option<String>,
@@ -234,6 +234,25 @@ pub enum InboxAction {
         #[arg(long, value_name = "DURATION")]
         older_than: String,
     },
+}
+
+/// A delivery status on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StatusArg {
+    Applied,
+    Ignored,
+    #[value(alias = "failed")]
+    Rejected,
+}
+
+impl From<StatusArg> for crate::domain::DeliveryStatus {
+    fn from(status: StatusArg) -> Self {
+        match status {
+            StatusArg::Applied => Self::Applied,
+            StatusArg::Ignored => Self::Ignored,
+            StatusArg::Rejected => Self::Rejected,
+        }
+    }
 }
 
 /// `argyle` and its connection settings.

@@ -16,7 +16,7 @@ pub fn run(args: InboxArgs) -> anyhow::Result<()> {
     let settings = Settings::load_for_tools(args.settings.config.as_deref(), &args.settings)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let db = store::connect(&StoreOptions {
+        let store = store::connect(&StoreOptions {
             url: settings.database_url.clone(),
             max_connections: 2,
             connect_timeout: Duration::from_secs(settings.database_timeout_secs),
@@ -28,7 +28,7 @@ pub fn run(args: InboxArgs) -> anyhow::Result<()> {
                 crate::config::redact_url(&settings.database_url)
             )
         })?;
-        let core = Core::start(db, StreamOptions::default(), IngestOptions::default()).await?;
+        let core = Core::start(store, StreamOptions::default(), IngestOptions::default()).await?;
         let result = act(&core, args.action).await;
         core.shutdown();
         result
@@ -44,13 +44,7 @@ async fn act(core: &Core, action: InboxAction) -> anyhow::Result<()> {
             limit,
         } => {
             let filter = InboxFilter {
-                status: status.map(|s| {
-                    if s == "failed" {
-                        "rejected".to_owned()
-                    } else {
-                        s
-                    }
-                }),
+                status: status.map(Into::into),
                 since: since.as_deref().map(parse_since).transpose()?,
                 after_id: after,
                 limit,
@@ -97,7 +91,7 @@ async fn act(core: &Core, action: InboxAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_replay(summary: &crate::core::DeliverySummary, outcome: &Outcome) -> anyhow::Result<()> {
+fn print_replay(summary: &crate::core::StoredDelivery, outcome: &Outcome) -> anyhow::Result<()> {
     let result = match outcome {
         Outcome::Applied { events } => serde_json::json!({ "result": "applied", "events": events }),
         Outcome::Ignored => serde_json::json!({ "result": "ignored" }),

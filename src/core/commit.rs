@@ -19,14 +19,13 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument;
 
-use super::ingest::{IngestReport, Job, append_events, store_batch};
+use super::ingest::{IngestReport, Job};
 use super::log::LogShared;
+use super::pipeline::store_batch;
 use super::{CoreError, WriteLock};
-use crate::domain::time;
+use crate::store::Store;
 
 /// How ingestion batches deliveries.
 #[derive(Debug, Clone)]
@@ -63,7 +62,7 @@ pub(super) struct Committer {
 /// What a committer task needs: the store, the SQLite writer lock, and the log to wake.
 #[derive(Clone)]
 pub(super) struct Batches {
-    pub(super) db: DatabaseConnection,
+    pub(super) store: Store,
     pub(super) write_lock: WriteLock,
     pub(super) log: Arc<LogShared>,
     pub(super) max_batch: usize,
@@ -159,19 +158,8 @@ impl Batches {
 
     /// One transaction: the batch stored and applied, its events appended, then commit.
     async fn store(&self, jobs: &[Job]) -> Result<Vec<IngestReport>, CoreError> {
-        let first = &jobs[0].span;
-        let txn = self.db.begin().await?;
-        let apply = tracing::info_span!(parent: first, "apply", batch = jobs.len());
-        let (reports, events) = store_batch(&txn, jobs).instrument(apply).await?;
-        let commit = tracing::info_span!(parent: first, "commit", batch = jobs.len());
-        async {
-            append_events(&txn, time::now(), &events).await?;
-            txn.commit().await?;
-            Ok::<_, CoreError>(())
-        }
-        .instrument(commit)
-        .await?;
-        if !events.is_empty() {
+        let (reports, events) = store_batch(&self.store, jobs, &jobs[0].span).await?;
+        if events > 0 {
             self.log.committed();
         }
         Ok(reports)

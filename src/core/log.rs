@@ -1,12 +1,5 @@
-//! The ordered event log and the streams that read it.
-//!
-//! **Commit order is sequence order.** Each transaction that appends events first takes one
-//! transaction-scoped lock (PostgreSQL `pg_advisory_xact_lock`; on SQLite all writes are already
-//! serialised in-process), then takes its sequence values, and holds the lock until it commits.
-//! So if a reader sees event `s`, every event below `s` was committed before `s`'s transaction
-//! even took its sequence values, and is visible too: a follower that reads "seq > last" never
-//! skips a row that commits late. Sequence values of rolled-back transactions leave holes, which
-//! readers simply pass over. The lock only covers the short tail of a write (append + commit).
+//! The ordered event log, as streams see it: one follower per process and the subscribers it
+//! feeds. The log's SQL, and why its sequence order is commit order, are in `store::log`.
 //!
 //! **One follower per process** reads new rows once and fans them out on a bounded broadcast
 //! channel; it is woken by local commits, by PostgreSQL `NOTIFY` from other replicas (a hint
@@ -20,24 +13,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, TransactionTrait,
-};
+use chrono::Utc;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Core, CoreError};
 use crate::domain::ReadinessState;
-use crate::domain::events::DomainEvent;
-use crate::store::StoreError;
-use crate::store::entities::event;
-
-/// The PostgreSQL channel that carries "new events" hints between replicas.
-pub const NOTIFY_CHANNEL: &str = "readiness_events";
-/// The advisory lock key that orders event appends (an arbitrary constant, "readiness" in hex-ish).
-pub const APPEND_LOCK_KEY: i64 = 0x7265_6164_696e_6573;
+use crate::domain::events::{DomainEvent, LoggedEvent};
+use crate::store::Store;
 /// Rows read per database round trip while catching up.
 const BATCH: u64 = 1000;
 
@@ -63,15 +46,6 @@ impl Default for StreamOptions {
             subscriber_buffer: 64,
         }
     }
-}
-
-/// An event as stored in the log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedEvent {
-    /// Position in the log: the stable event id and the basis of cursors.
-    pub seq: i64,
-    pub recorded_at: DateTime<Utc>,
-    pub event: DomainEvent,
 }
 
 /// An opaque, resumable position in the log.
@@ -191,62 +165,6 @@ impl LogShared {
     }
 }
 
-/// Takes the append lock for the current transaction (see the module documentation) and hints
-/// other replicas (PostgreSQL `NOTIFY`, delivered at commit) that events follow: one statement.
-pub(super) async fn lock_for_append(txn: &impl ConnectionTrait) -> Result<(), CoreError> {
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_raw(Statement::from_string(
-            DbBackend::Postgres,
-            format!(
-                "SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}), pg_notify('{NOTIFY_CHANNEL}', '')"
-            ),
-        ))
-        .await?;
-    }
-    Ok(())
-}
-
-/// Events after `after`, in order, at most `limit`.
-async fn read_after(
-    db: &DatabaseConnection,
-    after: i64,
-    limit: u64,
-) -> Result<Vec<LoggedEvent>, CoreError> {
-    event::Entity::find()
-        .filter(event::Column::Seq.gt(after))
-        .order_by_asc(event::Column::Seq)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|row| {
-            let event = serde_json::from_str(&row.payload).map_err(|error| {
-                CoreError::Internal(StoreError::Corrupt {
-                    table: "events",
-                    detail: format!("event {}: {error}", row.seq),
-                })
-            })?;
-            Ok(LoggedEvent {
-                seq: row.seq,
-                recorded_at: row.recorded_at,
-                event,
-            })
-        })
-        .collect()
-}
-
-async fn last_seq(db: &impl ConnectionTrait) -> Result<i64, CoreError> {
-    let last = event::Entity::find()
-        .select_only()
-        .column(event::Column::Seq)
-        .order_by_desc(event::Column::Seq)
-        .limit(1)
-        .into_tuple::<i64>()
-        .one(db)
-        .await?;
-    Ok(last.unwrap_or(0))
-}
-
 impl Core {
     /// Users per readiness state as of the log position this process has read (no query).
     pub fn users_by_state(&self) -> Vec<(ReadinessState, i64)> {
@@ -254,30 +172,18 @@ impl Core {
     }
 }
 
-/// The end of the log and the users per state, read in one snapshot, so that applying the
-/// events after that position keeps the counts exact.
-async fn snapshot(db: &DatabaseConnection) -> Result<(i64, Vec<(ReadinessState, u64)>), CoreError> {
-    let isolation = (db.get_database_backend() == DbBackend::Postgres)
-        .then_some(sea_orm::IsolationLevel::RepeatableRead);
-    let txn = db.begin_with_config(isolation, None).await?;
-    let last = last_seq(&txn).await?;
-    let users = super::queries::users_by_state(&txn).await?;
-    txn.commit().await?;
-    Ok((last, users))
-}
-
 impl Core {
     /// Starts the log follower (and, on PostgreSQL, the NOTIFY listener) for this process.
     pub(super) async fn start_follower(&self) -> Result<(), CoreError> {
-        let (mut last, users) = snapshot(&self.db).await?;
+        let (mut last, users) = self.store.log_snapshot().await?;
         self.log.users.reset(users);
-        let (db, log) = (self.db.clone(), self.log.clone());
-        if db.get_database_backend() == DbBackend::Postgres {
-            tokio::spawn(listen_for_replicas(db.clone(), log.clone()));
+        let (store, log) = (self.store.clone(), self.log.clone());
+        if let Some(notifications) = store.log_notifications() {
+            tokio::spawn(listen_for_replicas(notifications, log.clone()));
         }
         tokio::spawn(async move {
             loop {
-                match read_after(&db, last, BATCH).await {
+                match store.read_log(last, BATCH).await {
                     Ok(events) => {
                         let full = events.len() as u64 == BATCH;
                         for event in events {
@@ -306,9 +212,9 @@ impl Core {
     async fn resolve_start(&self, start: Start) -> Result<Cursor, CoreError> {
         match start {
             Start::Beginning => Ok(Cursor(0)),
-            Start::Now => Ok(Cursor(last_seq(&self.db).await?)),
+            Start::Now => Ok(Cursor(self.store.log_end().await?)),
             Start::After(cursor) => {
-                let last = last_seq(&self.db).await?;
+                let last = self.store.log_end().await?;
                 if cursor.0 > last {
                     Err(CoreError::FailedPrecondition(format!(
                         "the cursor is ahead of this service's event log (at most {}): it was \
@@ -334,7 +240,7 @@ impl Core {
         let cursor = self.resolve_start(start).await?;
         let (tx, rx) = mpsc::channel(self.log.options.subscriber_buffer.max(1));
         let subscriber = Subscriber {
-            db: self.db.clone(),
+            store: self.store.clone(),
             log: self.log.clone(),
             filter,
             tx,
@@ -354,7 +260,7 @@ enum Stop {
 }
 
 struct Subscriber {
-    db: DatabaseConnection,
+    store: Store,
     log: Arc<LogShared>,
     filter: EventFilter,
     tx: mpsc::Sender<Result<StreamItem, CoreError>>,
@@ -395,9 +301,11 @@ impl Subscriber {
     async fn catch_up(&mut self) -> Result<broadcast::Receiver<Arc<LoggedEvent>>, Stop> {
         let live = self.log.tail.subscribe();
         loop {
-            let events = read_after(&self.db, self.cursor, BATCH)
+            let events = self
+                .store
+                .read_log(self.cursor, BATCH)
                 .await
-                .map_err(Stop::Failed)?;
+                .map_err(|error| Stop::Failed(error.into()))?;
             let full = events.len() as u64 == BATCH;
             for event in events {
                 self.cursor = event.seq;
@@ -457,13 +365,11 @@ impl Subscriber {
 
 /// Forwards PostgreSQL notifications from other replicas as follower wake-ups. A hint only:
 /// if the listener is down, the poll interval still finds every event.
-async fn listen_for_replicas(db: DatabaseConnection, log: Arc<LogShared>) {
-    let pool = db.get_postgres_connection_pool().clone();
+async fn listen_for_replicas(notifications: crate::store::log::Notifications, log: Arc<LogShared>) {
     while !log.stop.is_cancelled() {
         tokio::select! {
             _ = log.stop.cancelled() => return,
-            result = listen_once(&pool, &log) => {
-                let error = match result { Err(error) => error, Ok(never) => match never {} };
+            error = notifications.listen(|| log.wake.notify_one()) => {
                 tracing::warn!(%error, "LISTEN connection lost; relying on polling until it returns");
             }
         }
@@ -471,18 +377,6 @@ async fn listen_for_replicas(db: DatabaseConnection, log: Arc<LogShared>) {
             _ = log.stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-    }
-}
-
-async fn listen_once(
-    pool: &sea_orm::sqlx::PgPool,
-    log: &LogShared,
-) -> Result<std::convert::Infallible, sea_orm::sqlx::Error> {
-    let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen(NOTIFY_CHANNEL).await?;
-    loop {
-        listener.recv().await?;
-        log.wake.notify_one();
     }
 }
 

@@ -1,25 +1,32 @@
-//! Use cases: apply a verified webhook delivery atomically, and answer queries. The only thing
-//! `http` and `grpc` call; it owns the database handle and speaks domain types.
+//! Use cases: apply verified webhook deliveries atomically, answer queries, stream the event log,
+//! and operate the inbox. The only thing `http` and `grpc` call; it speaks domain types and its
+//! own views, and leaves every SQL statement to `store`.
+//!
+//! Ingest is a straight pipeline: `ingest` (hash and parse a verified body) → `commit` (the
+//! group-commit queue) → `pipeline` (dedupe, load, apply, write, append, answer, in one
+//! transaction).
 
-mod apply;
 mod commit;
 mod inbox;
 mod ingest;
 pub mod log;
+mod pipeline;
 mod queries;
 
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
 use tokio::sync::Mutex;
 
-use crate::store::{self, StoreError};
+use crate::store::{self, Store, StoreError};
 
 pub use commit::IngestOptions;
-pub use inbox::{DeliverySummary, InboxFilter, STATUSES};
 pub use ingest::{IngestReport, Outcome};
-pub use log::{Cursor, EventFilter, LoggedEvent, Start, StreamItem, StreamOptions};
-pub use queries::{Page, ReportFilter, ReportLookup, UserLookup, UserView};
+pub use log::{Cursor, EventFilter, Start, StreamItem, StreamOptions};
+pub use queries::{ReportFilter, ReportLookup, ReportView, UserLookup};
+
+pub use crate::domain::events::LoggedEvent;
+pub use crate::domain::inbox::{InboxFilter, StoredDelivery};
+pub use crate::domain::user::{Account, Report, User};
 
 /// Why a use case failed, in terms both transports map once.
 #[derive(Debug, thiserror::Error)]
@@ -47,18 +54,9 @@ pub enum CoreError {
 impl From<StoreError> for CoreError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Database(_) | StoreError::Listen(_) => {
-                metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
-                CoreError::Unavailable(error)
-            }
+            StoreError::Database(_) | StoreError::Listen(_) => CoreError::Unavailable(error),
             StoreError::Corrupt { .. } => CoreError::Internal(error),
         }
-    }
-}
-
-impl From<sea_orm::DbErr> for CoreError {
-    fn from(error: sea_orm::DbErr) -> Self {
-        StoreError::from(error).into()
     }
 }
 
@@ -74,10 +72,10 @@ async fn hold(lock: &WriteLock) -> Option<tokio::sync::MutexGuard<'_, ()>> {
     }
 }
 
-/// The application core. Cheap to clone; clones share the database pool.
+/// The application core. Cheap to clone; clones share the store and the log follower.
 #[derive(Clone)]
 pub struct Core {
-    db: DatabaseConnection,
+    store: Store,
     write_lock: WriteLock,
     /// The event log's follower and live broadcast, shared by every stream of this process.
     log: Arc<log::LogShared>,
@@ -86,24 +84,24 @@ pub struct Core {
 }
 
 impl Core {
-    /// Wraps the database and starts this process's event log follower and ingest committers.
+    /// Starts this process's event log follower and ingest committers over `store`.
     pub async fn start(
-        db: DatabaseConnection,
+        store: Store,
         streams: StreamOptions,
         ingest: IngestOptions,
     ) -> Result<Self, CoreError> {
-        let sqlite = store::is_sqlite(&db);
-        let write_lock = sqlite.then(|| Arc::new(Mutex::new(())));
+        let single_writer = store.is_sqlite();
+        let write_lock = single_writer.then(|| Arc::new(Mutex::new(())));
         let log = log::LogShared::new(streams);
+        let committers = if single_writer { 1 } else { ingest.committers };
         let batches = commit::Batches {
-            db: db.clone(),
+            store: store.clone(),
             write_lock: write_lock.clone(),
             log: log.clone(),
             max_batch: ingest.max_batch,
         };
-        let committers = if sqlite { 1 } else { ingest.committers };
         let core = Self {
-            db,
+            store,
             write_lock,
             log,
             committer: commit::Committer::start(batches, committers),
@@ -117,13 +115,13 @@ impl Core {
         self.log.stop();
     }
 
-    /// The database handle, for health checks and shutdown.
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
+    /// The database pool, for tests and tools that inspect tables directly, and for closing it.
+    pub fn db(&self) -> &store::Db {
+        self.store.db()
     }
 
     /// True when the database answers a trivial query.
     pub async fn database_reachable(&self) -> bool {
-        self.db.ping().await.is_ok()
+        self.store.ping().await
     }
 }

@@ -142,26 +142,39 @@ pub enum ReportType {
 }
 
 impl ReportType {
+    /// Every type this version knows.
+    pub const KNOWN: [ReportType; 4] = [
+        ReportType::Voie,
+        ReportType::Voe,
+        ReportType::VoieMortgage,
+        ReportType::VoeMortgage,
+    ];
+
+    /// Argyle's spelling of a type this version knows; `None` for [`ReportType::Other`].
+    pub fn known_name(&self) -> Option<&'static str> {
+        match self {
+            ReportType::Voie => Some("voie"),
+            ReportType::Voe => Some("voe"),
+            ReportType::VoieMortgage => Some("voie-mortgage"),
+            ReportType::VoeMortgage => Some("voe-mortgage"),
+            ReportType::Other(_) => None,
+        }
+    }
+
     /// Argyle's spelling of the type.
     pub fn as_str(&self) -> &str {
         match self {
-            ReportType::Voie => "voie",
-            ReportType::Voe => "voe",
-            ReportType::VoieMortgage => "voie-mortgage",
-            ReportType::VoeMortgage => "voe-mortgage",
             ReportType::Other(name) => name,
+            known => known.known_name().unwrap_or_default(),
         }
     }
 
     /// Reads Argyle's spelling; never fails, unknown values become `Other`.
     pub fn from_argyle(name: &str) -> Self {
-        match name {
-            "voie" => ReportType::Voie,
-            "voe" => ReportType::Voe,
-            "voie-mortgage" => ReportType::VoieMortgage,
-            "voe-mortgage" => ReportType::VoeMortgage,
-            other => ReportType::Other(other.to_owned()),
-        }
+        Self::KNOWN
+            .into_iter()
+            .find(|known| known.known_name() == Some(name))
+            .unwrap_or_else(|| ReportType::Other(name.to_owned()))
     }
 }
 

@@ -3,6 +3,8 @@
 
 use tonic::{Request, Response, Status};
 
+use super::convert;
+use super::page_token::{self, PageRequest};
 use super::pb::admin_service_server::AdminService;
 use super::pb::{
     Delivery, DeliveryStatus, GetDeliveryRequest, GetDeliveryResponse, ListDeliveriesRequest,
@@ -10,8 +12,7 @@ use super::pb::{
     ReplayRejectedDeliveriesRequest, ReplayRejectedDeliveriesResponse,
 };
 use super::status::invalid_argument;
-use super::{convert, page_token};
-use crate::core::{Core, DeliverySummary, InboxFilter, Outcome};
+use crate::core::{Core, InboxFilter, Outcome, StoredDelivery};
 
 pub struct AdminApi {
     core: Core,
@@ -23,12 +24,14 @@ impl AdminApi {
     }
 }
 
-fn status_name(status: i32) -> Result<Option<&'static str>, Status> {
+/// A delivery status filter: `None` for UNSPECIFIED (any status).
+fn status_filter(status: i32) -> Result<Option<crate::domain::DeliveryStatus>, Status> {
+    use crate::domain::DeliveryStatus as Domain;
     match DeliveryStatus::try_from(status) {
         Ok(DeliveryStatus::Unspecified) => Ok(None),
-        Ok(DeliveryStatus::Applied) => Ok(Some("applied")),
-        Ok(DeliveryStatus::Ignored) => Ok(Some("ignored")),
-        Ok(DeliveryStatus::Rejected) => Ok(Some("rejected")),
+        Ok(DeliveryStatus::Applied) => Ok(Some(Domain::Applied)),
+        Ok(DeliveryStatus::Ignored) => Ok(Some(Domain::Ignored)),
+        Ok(DeliveryStatus::Rejected) => Ok(Some(Domain::Rejected)),
         Err(_) => Err(invalid_argument(
             "status",
             format!("unknown delivery status {status}"),
@@ -36,16 +39,19 @@ fn status_name(status: i32) -> Result<Option<&'static str>, Status> {
     }
 }
 
-fn delivery(summary: &DeliverySummary, body: Vec<u8>) -> Delivery {
-    let status = match summary.status.as_str() {
-        "applied" => DeliveryStatus::Applied,
-        "ignored" => DeliveryStatus::Ignored,
-        "rejected" => DeliveryStatus::Rejected,
-        _ => DeliveryStatus::Unspecified,
-    };
+fn delivery_status(status: crate::domain::DeliveryStatus) -> DeliveryStatus {
+    use crate::domain::DeliveryStatus as Domain;
+    match status {
+        Domain::Applied => DeliveryStatus::Applied,
+        Domain::Ignored => DeliveryStatus::Ignored,
+        Domain::Rejected => DeliveryStatus::Rejected,
+    }
+}
+
+fn delivery(summary: &StoredDelivery, body: Vec<u8>) -> Delivery {
     Delivery {
         id: summary.id,
-        status: status.into(),
+        status: delivery_status(summary.status).into(),
         event: summary.event.clone().unwrap_or_default(),
         user_id: summary.user_id.clone().unwrap_or_default(),
         error: summary.error.clone().unwrap_or_default(),
@@ -55,7 +61,7 @@ fn delivery(summary: &DeliverySummary, body: Vec<u8>) -> Delivery {
     }
 }
 
-fn replay((summary, outcome): (DeliverySummary, Outcome)) -> Replay {
+fn replay((summary, outcome): (StoredDelivery, Outcome)) -> Replay {
     let (outcome, events, reason) = match outcome {
         Outcome::Applied { events } => (DeliveryStatus::Applied, events as u32, String::new()),
         Outcome::Ignored | Outcome::Duplicate => (DeliveryStatus::Ignored, 0, String::new()),
@@ -84,27 +90,27 @@ impl AdminService for AdminApi {
                         .ok_or_else(|| invalid_argument("since", "out of range"))
                 })
                 .transpose()?;
-            let fingerprint = format!("status={};since={:?}", request.status, request.since);
-            let after = page_token::decode(&request.page_token, &fingerprint)?
-                .map(|key| {
-                    key.parse::<i64>()
-                        .map_err(|_| invalid_argument("page_token", "malformed"))
-                })
-                .transpose()?;
-            let limit = page_token::page_size(request.page_size)?;
-            let filter = InboxFilter {
-                status: status_name(request.status)?.map(str::to_owned),
-                since,
-                after_id: after,
-                limit: limit + 1,
+            let status = status_filter(request.status)?;
+            let paging = PageRequest {
+                token: &request.page_token,
+                size: request.page_size,
+                filter: format!("status={};since={:?}", request.status, request.since),
             };
-            let mut rows = self.core.inbox_list(&filter).await?;
-            let more = rows.len() as u64 > limit;
-            rows.truncate(limit as usize);
-            let next_page_token = match rows.last() {
-                Some(last) if more => page_token::encode(&fingerprint, &last.id.to_string()),
-                _ => String::new(),
-            };
+            let (rows, next_page_token) = page_token::page(
+                paging,
+                page_token::numeric_key,
+                |row: &StoredDelivery| row.id.to_string(),
+                |after_id, limit| {
+                    let filter = InboxFilter {
+                        status,
+                        since,
+                        after_id,
+                        limit,
+                    };
+                    async move { self.core.inbox_list(&filter).await }
+                },
+            )
+            .await?;
             Ok(Response::new(ListDeliveriesResponse {
                 deliveries: rows.iter().map(|row| delivery(row, vec![])).collect(),
                 next_page_token,

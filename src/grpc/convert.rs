@@ -1,4 +1,4 @@
-//! Conversions between protobuf messages and domain/store types.
+//! Conversions between protobuf messages and domain/core types, each written once.
 
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
@@ -6,9 +6,8 @@ use tonic::Status;
 
 use super::pb;
 use super::status::invalid_argument;
-use crate::core::UserView;
-use crate::domain::{AccountState, ReadinessState, ReportType};
-use crate::store::{AccountRecord, ReportRecord};
+use crate::core::{Account, Report, User};
+use crate::domain::{AccountState, ReadinessState, ReportId, ReportType, UserId, echo};
 
 pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
     Timestamp {
@@ -28,17 +27,11 @@ pub fn readiness_state(state: ReadinessState) -> pb::ReadinessState {
 
 /// A readiness filter: `None` for UNSPECIFIED (any state).
 pub fn readiness_filter(value: i32, field: &str) -> Result<Option<ReadinessState>, Status> {
-    match pb::ReadinessState::try_from(value) {
-        Ok(pb::ReadinessState::Unspecified) => Ok(None),
-        Ok(pb::ReadinessState::NoAccounts) => Ok(Some(ReadinessState::NoAccounts)),
-        Ok(pb::ReadinessState::Pending) => Ok(Some(ReadinessState::Pending)),
-        Ok(pb::ReadinessState::Ready) => Ok(Some(ReadinessState::Ready)),
-        Ok(pb::ReadinessState::Blocked) => Ok(Some(ReadinessState::Blocked)),
-        Err(_) => Err(invalid_argument(
-            field,
-            format!("unknown readiness state {value}"),
-        )),
-    }
+    let state = pb::ReadinessState::try_from(value)
+        .map_err(|_| invalid_argument(field, format!("unknown readiness state {value}")))?;
+    Ok(ReadinessState::ALL
+        .into_iter()
+        .find(|known| readiness_state(*known) == state))
 }
 
 pub fn account_state(state: AccountState) -> pb::AccountState {
@@ -62,71 +55,80 @@ pub fn report_type(report_type: &ReportType) -> pb::ReportType {
     }
 }
 
-/// A report type filter: `Ok(None)` for any type, `Ok(Some(None))` for unknown types only,
-/// `Ok(Some(Some(name)))` for one known type.
-pub fn report_type_filter(value: i32) -> Result<Option<Option<&'static str>>, Status> {
-    let known = |t: ReportType| match t {
-        ReportType::Voie => "voie",
-        ReportType::Voe => "voe",
-        ReportType::VoieMortgage => "voie-mortgage",
-        ReportType::VoeMortgage => "voe-mortgage",
-        ReportType::Other(_) => "",
-    };
-    match pb::ReportType::try_from(value) {
-        Ok(pb::ReportType::Unspecified) => Ok(None),
-        Ok(pb::ReportType::Voie) => Ok(Some(Some(known(ReportType::Voie)))),
-        Ok(pb::ReportType::Voe) => Ok(Some(Some(known(ReportType::Voe)))),
-        Ok(pb::ReportType::VoieMortgage) => Ok(Some(Some(known(ReportType::VoieMortgage)))),
-        Ok(pb::ReportType::VoeMortgage) => Ok(Some(Some(known(ReportType::VoeMortgage)))),
-        Ok(pb::ReportType::Other) => Ok(Some(None)),
-        Err(_) => Err(invalid_argument(
-            "type",
-            format!("unknown report type {value}"),
-        )),
-    }
+/// A report type filter, as (exact Argyle type, unknown types only): UNSPECIFIED is any type,
+/// a known type its Argyle spelling, OTHER the types this version does not know.
+pub fn report_type_filter(value: i32) -> Result<(Option<&'static str>, bool), Status> {
+    let wanted = pb::ReportType::try_from(value)
+        .map_err(|_| invalid_argument("type", format!("unknown report type {value}")))?;
+    Ok(match wanted {
+        pb::ReportType::Unspecified => (None, false),
+        pb::ReportType::Other => (None, true),
+        known => (
+            ReportType::KNOWN
+                .iter()
+                .find(|t| report_type(t) == known)
+                .and_then(ReportType::known_name),
+            false,
+        ),
+    })
 }
 
-pub fn account(record: &AccountRecord) -> pb::Account {
-    let error = record.error.clone().unwrap_or_default();
+pub fn account(account: &Account) -> pb::Account {
+    let error = account.error.clone().unwrap_or_default();
     pb::Account {
-        account_id: record.account_id.to_string(),
-        state: account_state(record.state).into(),
+        account_id: account.id.to_string(),
+        state: account_state(account.state).into(),
         error_code: error.code.unwrap_or_default(),
         error_message: error.message.unwrap_or_default(),
-        last_synced_at: record.last_synced_at.map(timestamp),
-        first_seen_at: Some(timestamp(record.first_seen_at)),
-        updated_at: Some(timestamp(record.updated_at)),
+        last_synced_at: account.last_synced_at.map(timestamp),
+        first_seen_at: Some(timestamp(account.first_seen_at)),
+        updated_at: Some(timestamp(account.updated_at)),
     }
 }
 
-pub fn user(view: &UserView) -> pb::UserReadiness {
+pub fn user(user: &User) -> pb::UserReadiness {
     pb::UserReadiness {
-        user_id: view.user.user_id.to_string(),
-        external_id: view.user.external_id.clone().unwrap_or_default(),
-        state: readiness_state(view.user.state).into(),
-        since: Some(timestamp(view.user.state_since)),
-        accounts: view.accounts.iter().map(account).collect(),
-        updated_at: Some(timestamp(view.user.updated_at)),
+        user_id: user.id.to_string(),
+        external_id: user.external_id.clone().unwrap_or_default(),
+        state: readiness_state(user.readiness).into(),
+        since: Some(timestamp(user.since)),
+        accounts: user.accounts.values().map(account).collect(),
+        updated_at: Some(timestamp(user.updated_at)),
     }
 }
 
-pub fn report(record: &ReportRecord) -> pb::Report {
+pub fn report(report: &Report) -> pb::Report {
+    announced_report(
+        report.id,
+        report.user,
+        &report.report_type,
+        report.argyle_report_id.as_deref(),
+        report.generated_at,
+    )
+}
+
+/// A report as its announcement describes it (a stored report, or a `report_generated` event).
+pub fn announced_report(
+    id: ReportId,
+    user: UserId,
+    report_type: &ReportType,
+    argyle_report_id: Option<&str>,
+    generated_at: DateTime<Utc>,
+) -> pb::Report {
     pb::Report {
-        id: record.id.to_string(),
-        argyle_report_id: record.argyle_report_id.clone().unwrap_or_default(),
-        user_id: record.user_id.to_string(),
-        r#type: report_type(&record.report_type).into(),
-        type_name: record.report_type.as_str().to_owned(),
-        generated_at: Some(timestamp(record.generated_at)),
+        id: id.to_string(),
+        argyle_report_id: argyle_report_id.unwrap_or_default().to_owned(),
+        user_id: user.to_string(),
+        r#type: self::report_type(report_type).into(),
+        type_name: report_type.as_str().to_owned(),
+        generated_at: Some(timestamp(generated_at)),
     }
 }
 
 /// Parses a UUID request field, naming the field when it is malformed.
 pub fn uuid_field<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, Status> {
-    value.trim().parse().map_err(|_| {
-        invalid_argument(
-            field,
-            format!("{} is not a UUID", crate::domain::echo(value)),
-        )
-    })
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid_argument(field, format!("{} is not a UUID", echo(value))))
 }

@@ -1,5 +1,6 @@
-//! Opaque AIP-158 page tokens: base64url of `{"f": <filter fingerprint>, "k": <last key>}`. A
-//! token is only valid with the filter it was issued for.
+//! AIP-158 paging for every List RPC: opaque page tokens (base64url of `{"f": <filter
+//! fingerprint>, "k": <last key>}`, only valid with the filter they were issued for) and
+//! [`page`], which reads one item more than the page size to know whether another page follows.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,6 +9,7 @@ use tonic::Status;
 
 use super::status::invalid_argument;
 use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::core::CoreError;
 
 #[derive(Serialize, Deserialize)]
 struct Token {
@@ -36,6 +38,46 @@ pub fn decode(token: &str, filter: &str) -> Result<Option<String>, Status> {
         ));
     }
     Ok(Some(token.k))
+}
+
+/// How one List request pages: its token, its page size and its filter's fingerprint.
+pub struct PageRequest<'a> {
+    pub token: &'a str,
+    pub size: i32,
+    /// Everything the request filters by, so that a token is refused with other filters.
+    pub filter: String,
+}
+
+/// One page: decodes the token into the last key of the previous page (`parse_key`), asks
+/// `fetch(after, limit)` for one item more than the page size, and returns the page with the
+/// token of the next one (empty on the last page; `key_of` gives an item's key).
+pub async fn page<T, K, Fut>(
+    request: PageRequest<'_>,
+    parse_key: impl FnOnce(&str) -> Result<K, Status>,
+    key_of: impl Fn(&T) -> String,
+    fetch: impl FnOnce(Option<K>, u64) -> Fut,
+) -> Result<(Vec<T>, String), Status>
+where
+    Fut: std::future::Future<Output = Result<Vec<T>, CoreError>>,
+{
+    let after = decode(request.token, &request.filter)?
+        .map(|key| parse_key(&key))
+        .transpose()?;
+    let limit = page_size(request.size)?;
+    let mut items = fetch(after, limit + 1).await?;
+    let more = items.len() as u64 > limit;
+    items.truncate(limit as usize);
+    let next = match items.last() {
+        Some(last) if more => encode(&request.filter, &key_of(last)),
+        _ => String::new(),
+    };
+    Ok((items, next))
+}
+
+/// A numeric page key (positions, inbox ids).
+pub fn numeric_key(key: &str) -> Result<i64, Status> {
+    key.parse()
+        .map_err(|_| invalid_argument("page_token", "malformed"))
 }
 
 /// The page size to use: 0 means the default, larger than the maximum means the maximum.

@@ -2,6 +2,8 @@
 
 use tonic::{Request, Response, Status};
 
+use super::convert;
+use super::page_token::{self, PageRequest};
 use super::pb::get_user_readiness_request::User;
 use super::pb::readiness_service_server::ReadinessService;
 use super::pb::{
@@ -10,7 +12,6 @@ use super::pb::{
 };
 use super::status::invalid_argument;
 use super::streams::{self, ServerStream};
-use super::{convert, page_token};
 use crate::core::{Core, UserLookup};
 
 pub struct ReadinessApi {
@@ -51,9 +52,9 @@ impl ReadinessService for ReadinessApi {
                 }
                 None => return Err(invalid_argument("user", "set user_id or external_id")),
             };
-            let view = self.core.user_readiness(&lookup).await?;
+            let user = self.core.user_readiness(&lookup).await?;
             Ok(Response::new(GetUserReadinessResponse {
-                user: Some(convert::user(&view)),
+                user: Some(convert::user(&user)),
             }))
         })
         .await
@@ -66,22 +67,20 @@ impl ReadinessService for ReadinessApi {
         super::metered("ListUsers", async move {
             let request = request.into_inner();
             let state = convert::readiness_filter(request.state, "state")?;
-            let filter = format!("state={}", request.state);
-            let after = page_token::decode(&request.page_token, &filter)?
-                .map(|key| convert::uuid_field("page_token", &key))
-                .transpose()?;
-            let page = self
-                .core
-                .list_users(state, after, page_token::page_size(request.page_size)?)
-                .await?;
-            let next_page_token = match page.items.last() {
-                Some(last) if page.more => {
-                    page_token::encode(&filter, &last.user.user_id.to_string())
-                }
-                _ => String::new(),
+            let paging = PageRequest {
+                token: &request.page_token,
+                size: request.page_size,
+                filter: format!("state={}", request.state),
             };
+            let (users, next_page_token) = page_token::page(
+                paging,
+                |key| convert::uuid_field("page_token", key),
+                |user: &crate::core::User| user.id.to_string(),
+                |after, limit| self.core.list_users(state, after, limit),
+            )
+            .await?;
             Ok(Response::new(ListUsersResponse {
-                users: page.items.iter().map(convert::user).collect(),
+                users: users.iter().map(convert::user).collect(),
                 next_page_token,
             }))
         })

@@ -2,6 +2,8 @@
 
 use tonic::{Request, Response, Status};
 
+use super::convert;
+use super::page_token::{self, PageRequest};
 use super::pb::get_report_request::Report;
 use super::pb::report_service_server::ReportService;
 use super::pb::{
@@ -10,8 +12,7 @@ use super::pb::{
 };
 use super::status::invalid_argument;
 use super::streams::{self, ServerStream};
-use super::{convert, page_token};
-use crate::core::{Core, ReportFilter, ReportLookup};
+use crate::core::{Core, ReportFilter, ReportLookup, ReportView};
 
 pub struct ReportApi {
     core: Core,
@@ -71,45 +72,38 @@ impl ReportService for ReportApi {
                 "" => None,
                 id => Some(convert::uuid_field("user_id", id)?),
             };
+            let (known_type, unknown_types_only) = convert::report_type_filter(request.r#type)?;
             let mut filter = ReportFilter {
                 user,
-                ..ReportFilter::default()
+                type_name: known_type.map(str::to_owned),
+                unknown_types_only,
             };
-            match convert::report_type_filter(request.r#type)? {
-                None => {}
-                Some(Some(name)) => filter.type_name = Some(name.to_owned()),
-                Some(None) => filter.unknown_types_only = true,
-            }
             if !request.type_name.is_empty() {
-                if filter
-                    .type_name
-                    .as_deref()
-                    .is_some_and(|name| name != request.type_name)
-                {
+                if known_type.is_some_and(|name| name != request.type_name) {
                     return Err(invalid_argument("type_name", "contradicts `type`"));
                 }
                 filter.type_name = Some(request.type_name.clone());
             }
-            let fingerprint = format!(
-                "user={};type={};name={}",
-                request.user_id, request.r#type, request.type_name
-            );
-            let after = page_token::decode(&request.page_token, &fingerprint)?
-                .map(|key| {
-                    key.parse::<i64>()
-                        .map_err(|_| invalid_argument("page_token", "malformed"))
-                })
-                .transpose()?;
-            let page = self
-                .core
-                .list_reports(&filter, after, page_token::page_size(request.page_size)?)
-                .await?;
-            let next_page_token = match page.items.last() {
-                Some(last) if page.more => page_token::encode(&fingerprint, &last.seq.to_string()),
-                _ => String::new(),
+            let paging = PageRequest {
+                token: &request.page_token,
+                size: request.page_size,
+                filter: format!(
+                    "user={};type={};name={}",
+                    request.user_id, request.r#type, request.type_name
+                ),
             };
+            let (reports, next_page_token) = page_token::page(
+                paging,
+                page_token::numeric_key,
+                |view: &ReportView| view.position.to_string(),
+                |after, limit| self.core.list_reports(&filter, after, limit),
+            )
+            .await?;
             Ok(Response::new(ListReportsResponse {
-                reports: page.items.iter().map(convert::report).collect(),
+                reports: reports
+                    .iter()
+                    .map(|view| convert::report(&view.report))
+                    .collect(),
                 next_page_token,
             }))
         })

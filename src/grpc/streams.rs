@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use chrono::Utc;
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -14,10 +15,11 @@ use tonic::Status;
 use super::convert;
 use super::pb;
 use super::status::invalid_argument;
-use crate::core::{Core, Cursor, EventFilter, LoggedEvent, Start, StreamItem, UserLookup};
+use crate::core::{
+    Core, CoreError, Cursor, EventFilter, LoggedEvent, ReportFilter, Start, StreamItem, UserLookup,
+};
 use crate::domain::events::DomainEvent;
-use crate::domain::{ReportId, ReportType, UserId};
-use crate::store::ReportRecord;
+use crate::domain::{ReportType, UserId};
 
 /// A boxed server stream, as tonic's generated traits want it.
 pub type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -55,10 +57,10 @@ pub async fn user_filter(
         ("", "") => Ok(None),
         (id, "") => Ok(Some(convert::uuid_field("user_id", id)?)),
         ("", external) => {
-            let view = core
+            let user = core
                 .user_readiness(&UserLookup::ExternalId(external.to_owned()))
                 .await?;
-            Ok(Some(view.user.user_id))
+            Ok(Some(user.id))
         }
         _ => Err(invalid_argument(
             "external_id",
@@ -67,11 +69,76 @@ pub async fn user_filter(
     }
 }
 
-fn heartbeat(cursor: Cursor) -> pb::Heartbeat {
-    pb::Heartbeat {
-        cursor: cursor.encode(),
-        sent_at: Some(convert::timestamp(Utc::now())),
+/// A stream's response message, built from the three things a stream carries.
+trait StreamMessage: Sized + Send + 'static {
+    /// What one event becomes.
+    type Event;
+    fn event(event: Self::Event) -> Self;
+    fn caught_up(marker: pb::CaughtUp) -> Self;
+    fn heartbeat(beat: pb::Heartbeat) -> Self;
+}
+
+impl StreamMessage for pb::WatchReadinessResponse {
+    type Event = pb::ReadinessChange;
+    fn event(change: pb::ReadinessChange) -> Self {
+        use pb::watch_readiness_response::Message;
+        Self {
+            message: Some(Message::Change(change)),
+        }
     }
+    fn caught_up(marker: pb::CaughtUp) -> Self {
+        use pb::watch_readiness_response::Message;
+        Self {
+            message: Some(Message::CaughtUp(marker)),
+        }
+    }
+    fn heartbeat(beat: pb::Heartbeat) -> Self {
+        use pb::watch_readiness_response::Message;
+        Self {
+            message: Some(Message::Heartbeat(beat)),
+        }
+    }
+}
+
+impl StreamMessage for pb::StreamReportEventsResponse {
+    type Event = pb::ReportGenerated;
+    fn event(generated: pb::ReportGenerated) -> Self {
+        use pb::stream_report_events_response::Message;
+        Self {
+            message: Some(Message::ReportGenerated(generated)),
+        }
+    }
+    fn caught_up(marker: pb::CaughtUp) -> Self {
+        use pb::stream_report_events_response::Message;
+        Self {
+            message: Some(Message::CaughtUp(marker)),
+        }
+    }
+    fn heartbeat(beat: pb::Heartbeat) -> Self {
+        use pb::stream_report_events_response::Message;
+        Self {
+            message: Some(Message::Heartbeat(beat)),
+        }
+    }
+}
+
+/// The core's stream items as `M` messages, each event converted by `event`.
+fn respond<M: StreamMessage>(
+    items: mpsc::Receiver<Result<StreamItem, CoreError>>,
+    event: fn(&LoggedEvent) -> Result<M::Event, Status>,
+) -> ServerStream<M> {
+    Box::pin(ReceiverStream::new(items).map(move |item| {
+        Ok(match item.map_err(Status::from)? {
+            StreamItem::Event(logged) => M::event(event(&logged)?),
+            StreamItem::CaughtUp(cursor) => M::caught_up(pb::CaughtUp {
+                cursor: cursor.encode(),
+            }),
+            StreamItem::Heartbeat(cursor) => M::heartbeat(pb::Heartbeat {
+                cursor: cursor.encode(),
+                sent_at: Some(convert::timestamp(Utc::now())),
+            }),
+        })
+    }))
 }
 
 /// Opens `WatchReadiness`.
@@ -79,7 +146,6 @@ pub async fn watch_readiness(
     core: &Core,
     request: pb::WatchReadinessRequest,
 ) -> Result<ServerStream<pb::WatchReadinessResponse>, Status> {
-    use pb::watch_readiness_response::Message;
     let start = start(request.start, &request.after_cursor)?;
     let user = user_filter(core, &request.user_id, &request.external_id).await?;
     let states = request
@@ -100,18 +166,7 @@ pub async fn watch_readiness(
         _ => false,
     });
     let items = core.subscribe(start, filter).await?;
-    Ok(Box::pin(ReceiverStream::new(items).map(|item| {
-        let message = match item.map_err(Status::from)? {
-            StreamItem::Event(logged) => Message::Change(readiness_change(&logged)?),
-            StreamItem::CaughtUp(cursor) => Message::CaughtUp(pb::CaughtUp {
-                cursor: cursor.encode(),
-            }),
-            StreamItem::Heartbeat(cursor) => Message::Heartbeat(heartbeat(cursor)),
-        };
-        Ok(pb::WatchReadinessResponse {
-            message: Some(message),
-        })
-    })))
+    Ok(respond(items, readiness_change))
 }
 
 fn readiness_change(logged: &LoggedEvent) -> Result<pb::ReadinessChange, Status> {
@@ -135,41 +190,25 @@ pub async fn stream_report_events(
     core: &Core,
     request: pb::StreamReportEventsRequest,
 ) -> Result<ServerStream<pb::StreamReportEventsResponse>, Status> {
-    use pb::stream_report_events_response::Message;
     let start = start(request.start, &request.after_cursor)?;
-    let user = user_filter(core, &request.user_id, &request.external_id).await?;
-    let type_filter = convert::report_type_filter(request.r#type)?;
+    let (known_type, unknown_types_only) = convert::report_type_filter(request.r#type)?;
+    let reports = ReportFilter {
+        user: user_filter(core, &request.user_id, &request.external_id).await?,
+        type_name: known_type.map(str::to_owned),
+        unknown_types_only,
+    };
     let type_name = (!request.type_name.is_empty()).then(|| request.type_name.clone());
     let filter: EventFilter = Arc::new(move |event| match event {
         DomainEvent::ReportGenerated {
-            user: owner,
-            report_type,
-            ..
+            user, report_type, ..
         } => {
-            let kind = ReportType::from_argyle(report_type);
-            user.is_none_or(|user| user == *owner)
-                && match type_filter {
-                    None => true,
-                    Some(Some(name)) => report_type == name,
-                    Some(None) => matches!(kind, ReportType::Other(_)),
-                }
+            reports.matches(*user, report_type)
                 && type_name.as_ref().is_none_or(|name| name == report_type)
         }
         _ => false,
     });
     let items = core.subscribe(start, filter).await?;
-    Ok(Box::pin(ReceiverStream::new(items).map(|item| {
-        let message = match item.map_err(Status::from)? {
-            StreamItem::Event(logged) => Message::ReportGenerated(report_generated(&logged)?),
-            StreamItem::CaughtUp(cursor) => Message::CaughtUp(pb::CaughtUp {
-                cursor: cursor.encode(),
-            }),
-            StreamItem::Heartbeat(cursor) => Message::Heartbeat(heartbeat(cursor)),
-        };
-        Ok(pb::StreamReportEventsResponse {
-            message: Some(message),
-        })
-    })))
+    Ok(respond(items, report_generated))
 }
 
 fn report_generated(logged: &LoggedEvent) -> Result<pb::ReportGenerated, Status> {
@@ -182,17 +221,15 @@ fn report_generated(logged: &LoggedEvent) -> Result<pb::ReportGenerated, Status>
     else {
         return Err(Status::internal("filter passed an event of another kind"));
     };
-    let record = ReportRecord {
-        seq: logged.seq,
-        id: ReportId(report.0),
-        argyle_report_id: argyle_report_id.clone(),
-        user_id: *user,
-        report_type: ReportType::from_argyle(report_type),
-        generated_at: logged.recorded_at,
-    };
     Ok(pb::ReportGenerated {
         event_id: logged.seq.to_string(),
         cursor: Cursor(logged.seq).encode(),
-        report: Some(convert::report(&record)),
+        report: Some(convert::announced_report(
+            *report,
+            *user,
+            &ReportType::from_argyle(report_type),
+            argyle_report_id.as_deref(),
+            logged.recorded_at,
+        )),
     })
 }

@@ -33,7 +33,7 @@ pub struct NewDelivery<'a> {
     pub subscription: Option<&'a str>,
     pub user: Option<UserId>,
     pub status: DeliveryStatus,
-    pub error: Option<&'a str>,
+    pub error: Option<String>,
     pub received_at: DateTime<Utc>,
 }
 
@@ -313,7 +313,7 @@ fn delivery_row(row: &NewDelivery<'_>) -> delivery::ActiveModel {
         subscription: Set(row.subscription.map(str::to_owned)),
         user_id: Set(row.user.map(|user| user.to_string())),
         status: Set(row.status.as_str().to_owned()),
-        error: Set(row.error.map(str::to_owned)),
+        error: Set(row.error.clone()),
         received_at: Set(row.received_at),
         ..Default::default()
     }

@@ -9,16 +9,11 @@ pub mod migrations;
 mod reads;
 mod rows;
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 use sea_orm_migration::MigratorTrait;
-
-use crate::domain::account::{AccountFacts, ErrorInfo};
-use crate::domain::{AccountId, AccountState, ReadinessState, ReportId, ReportType, UserId};
 
 pub use batch::{Batch, Inboxed, Loaded, NewDelivery, Wanted};
 pub use inbox::Verdict;
@@ -76,7 +71,7 @@ pub struct StoreOptions {
 /// SQLite runs in WAL mode with `synchronous=FULL`, so a committed transaction survives a power
 /// loss: a webhook's 2xx is only sent after such a commit. A database locked by another process
 /// for longer than `connect_timeout` fails the statement (503) rather than waiting forever.
-pub async fn connect(options: &StoreOptions) -> Result<DatabaseConnection, DbErr> {
+pub async fn connect(options: &StoreOptions) -> Result<Store, DbErr> {
     let busy_timeout = options.connect_timeout;
     let mut connect = ConnectOptions::new(options.url.clone());
     connect
@@ -93,112 +88,22 @@ pub async fn connect(options: &StoreOptions) -> Result<DatabaseConnection, DbErr
         });
     let db = Database::connect(connect).await?;
     Migrator::up(&db, None).await?;
-    Ok(db)
+    Ok(Store::new(db))
 }
 
-/// True for the single-writer backend that needs writes serialised in-process.
-pub fn is_sqlite(db: &DatabaseConnection) -> bool {
-    db.get_database_backend() == DbBackend::Sqlite
-}
-
-/// Reads a column that holds one of our stable names.
-pub(crate) fn parse_name<T: FromStr>(table: &'static str, value: &str) -> Result<T, StoreError> {
-    value.parse().map_err(|_| StoreError::Corrupt {
-        table,
-        detail: format!("unknown name {value:?}"),
-    })
-}
-
-pub(crate) fn parse_id<T: FromStr>(table: &'static str, value: &str) -> Result<T, StoreError> {
-    value.parse().map_err(|_| StoreError::Corrupt {
-        table,
-        detail: format!("malformed id {value:?}"),
-    })
-}
-
-/// An account as stored, in domain terms.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AccountRecord {
-    pub account_id: AccountId,
-    pub user_id: UserId,
-    pub facts: AccountFacts,
-    pub state: AccountState,
-    pub error: Option<ErrorInfo>,
-    pub last_synced_at: Option<DateTime<Utc>>,
-    pub first_seen_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl TryFrom<entities::account::Model> for AccountRecord {
-    type Error = StoreError;
-    fn try_from(row: entities::account::Model) -> Result<Self, StoreError> {
-        let facts = serde_json::from_str(&row.facts).map_err(|error| StoreError::Corrupt {
-            table: "accounts",
-            detail: format!("facts of {}: {error}", row.account_id),
-        })?;
-        let error =
-            (row.error_code.is_some() || row.error_message.is_some()).then_some(ErrorInfo {
-                code: row.error_code,
-                message: row.error_message,
-            });
-        Ok(Self {
-            account_id: parse_id("accounts", &row.account_id)?,
-            user_id: parse_id("accounts", &row.user_id)?,
-            facts,
-            state: parse_name("accounts", &row.state)?,
-            error,
-            last_synced_at: row.last_synced_at,
-            first_seen_at: row.first_seen_at,
-            updated_at: row.updated_at,
-        })
+impl Store {
+    /// True for the single-writer backend (SQLite), whose writes the core serialises in-process.
+    pub fn is_sqlite(&self) -> bool {
+        self.db.get_database_backend() == DbBackend::Sqlite
     }
-}
 
-/// A user as stored, in domain terms.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UserRecord {
-    pub user_id: UserId,
-    pub external_id: Option<String>,
-    pub state: ReadinessState,
-    pub state_since: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl TryFrom<entities::user::Model> for UserRecord {
-    type Error = StoreError;
-    fn try_from(row: entities::user::Model) -> Result<Self, StoreError> {
-        Ok(Self {
-            user_id: parse_id("users", &row.user_id)?,
-            external_id: row.external_id,
-            state: parse_name("users", &row.state)?,
-            state_since: row.state_since,
-            updated_at: row.updated_at,
-        })
+    /// True when the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
     }
-}
 
-/// A report as stored, in domain terms.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReportRecord {
-    /// Position in insertion order; the pagination key.
-    pub seq: i64,
-    pub id: ReportId,
-    pub argyle_report_id: Option<String>,
-    pub user_id: UserId,
-    pub report_type: ReportType,
-    pub generated_at: DateTime<Utc>,
-}
-
-impl TryFrom<entities::report::Model> for ReportRecord {
-    type Error = StoreError;
-    fn try_from(row: entities::report::Model) -> Result<Self, StoreError> {
-        Ok(Self {
-            seq: row.seq,
-            id: parse_id("reports", &row.id)?,
-            argyle_report_id: row.argyle_report_id,
-            user_id: parse_id("reports", &row.user_id)?,
-            report_type: ReportType::from_argyle(&row.report_type),
-            generated_at: row.generated_at,
-        })
+    /// Closes the pool (at shutdown).
+    pub async fn close(&self) -> Result<(), StoreError> {
+        Ok(self.db.close_by_ref().await?)
     }
 }

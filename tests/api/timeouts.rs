@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use readiness::core::log::APPEND_LOCK_KEY;
+use readiness::store::log::APPEND_LOCK_KEY;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
 use crate::helpers::{TestApp, body, new_id};

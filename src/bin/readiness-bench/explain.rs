@@ -29,7 +29,9 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<Value> {
         max_connections: 1,
         connect_timeout: Duration::from_secs(30),
     })
-    .await?;
+    .await?
+    .db()
+    .clone();
     let backend = db.get_database_backend();
     let middle = args.users / 2;
     let user_id = crate::seed::user_id(middle).to_string();

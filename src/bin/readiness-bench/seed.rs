@@ -111,7 +111,9 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<Value> {
         max_connections: 2,
         connect_timeout: Duration::from_secs(30),
     })
-    .await?;
+    .await?
+    .db()
+    .clone();
     let started = Instant::now();
     let mut start = args.from;
     while start < args.to {
