@@ -113,3 +113,15 @@ pub fn set_remote_parent(span: &tracing::Span, headers: &axum::http::HeaderMap) 
     });
     let _ = span.set_parent(parent);
 }
+
+/// An error and all its causes on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

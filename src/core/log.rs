@@ -196,7 +196,10 @@ impl Core {
                             continue;
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "event log follower could not read"),
+                    Err(error) => {
+                        metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
+                        tracing::warn!(%error, "event log follower could not read");
+                    }
                 }
                 tokio::select! {
                     _ = log.stop.cancelled() => return,

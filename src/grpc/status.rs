@@ -5,7 +5,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::core::CoreError;
-use crate::http::error_chain;
+use crate::telemetry::error_chain;
 
 /// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming the field.
 pub fn invalid_argument(field: &str, reason: impl Into<String>) -> Status {
@@ -25,6 +25,7 @@ impl From<CoreError> for Status {
             CoreError::FailedPrecondition(message) => Status::failed_precondition(bounded(message)),
             CoreError::ShuttingDown => Status::unavailable(error.to_string()),
             CoreError::Unavailable(_) => {
+                metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
                 tracing::warn!(error = %error_chain(&error), "gRPC request failed");
                 Status::unavailable("the database is unavailable; retry later")
             }

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::core::CoreError;
 use crate::domain::signature::SignatureError;
+use crate::telemetry::error_chain;
 
 /// Why a webhook was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,9 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let message = match &self {
             ApiError::Core(error) => {
+                if matches!(error, CoreError::Unavailable(_)) {
+                    metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
+                }
                 tracing::error!(error = %error_chain(error), "webhook not stored");
                 match error {
                     CoreError::Unavailable(_) | CoreError::ShuttingDown => {
@@ -93,16 +97,4 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-/// An error and all its causes on one line, for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -21,7 +21,7 @@ use tower_http::trace::TraceLayer;
 use crate::core::Core;
 use crate::domain::signature::Secret;
 
-pub use error::{ApiError, error_chain};
+pub use error::ApiError;
 
 /// Which sources may post webhooks.
 #[derive(Debug, Clone, Default)]

@@ -24,4 +24,5 @@ mod streams;
 mod timeouts;
 mod timestamps;
 mod tracing_export;
+mod user_rules;
 mod webhook_answers;
