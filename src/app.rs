@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
-use crate::config::{Settings, redact_url};
+use crate::accept::{Admission, ConnectionCaps};
+use crate::config::{Security, Settings, redact_url};
 use crate::core::{Core, IngestOptions, StreamOptions};
 use crate::grpc;
 use crate::http::{self, HttpState};
@@ -92,6 +91,21 @@ impl App {
     /// Serves until `shutdown` is cancelled or a server fails, then drains both.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grace = Duration::from_secs(self.settings.shutdown_grace_secs);
+        let security = self.settings.security()?;
+        warn_about_exposure(&self.settings, &security);
+        let caps = ConnectionCaps::for_this_process(self.settings.database_max_connections);
+        tracing::info!(
+            descriptor_limit = ?caps.descriptor_limit,
+            http = caps.http,
+            grpc = caps.grpc,
+            "connection caps per listener"
+        );
+        if caps.too_low() {
+            tracing::warn!(
+                descriptor_limit = ?caps.descriptor_limit,
+                "the descriptor limit leaves few connections per listener; raise it (ulimit -n, LimitNOFILE)"
+            );
+        }
         tracing::info!(
             http = %self.http_addr(),
             grpc = %self.grpc_addr(),
@@ -101,7 +115,8 @@ impl App {
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         grpc::set_health(&reporter, true).await;
-        let security = self.settings.security()?;
+        let handshake_timeout = Duration::from_secs(self.settings.grpc_handshake_timeout_secs);
+        let keepalive = Duration::from_secs(self.settings.grpc_keepalive_secs);
         let access = grpc::Access {
             auth: grpc::BearerAuth::new(&security.token_hashes),
             open_health: self.settings.grpc_open_health,
@@ -125,10 +140,13 @@ impl App {
                 span
             })
             .max_concurrent_streams(self.settings.grpc_max_concurrent_streams)
-            .concurrency_limit_per_connection(self.settings.grpc_max_concurrent_streams as usize);
+            .concurrency_limit_per_connection(self.settings.grpc_max_concurrent_streams as usize)
+            .http2_keepalive_interval(Some(keepalive))
+            .http2_keepalive_timeout(Some(keepalive));
         if let Some(tls) = &security.tls {
             let mut config = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key));
+                .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key))
+                .timeout(handshake_timeout);
             if let Some(ca) = &tls.client_ca {
                 config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
             }
@@ -152,29 +170,31 @@ impl App {
                 trusted_proxies: security.trusted_proxies.clone(),
                 client_ip_header: self.settings.http_client_ip_header.clone(),
             }),
+            body_timeout: Duration::from_secs(self.settings.http_body_timeout_secs),
         };
         let limits = http::Limits {
             request_timeout: Duration::from_secs(self.settings.http_request_timeout_secs),
             max_in_flight: self.settings.http_max_in_flight,
+            max_in_flight_per_source: self.settings.http_in_flight_per_source(),
+        };
+        let timeouts = http::ConnectionTimeouts {
+            first_headers: Duration::from_secs(self.settings.http_header_timeout_secs),
+            idle: Duration::from_secs(self.settings.http_idle_timeout_secs),
         };
         let http_shutdown = shutdown.clone();
+        let http_admission = Admission::new(self.http_listener, caps.http, "HTTP");
         let mut http = tokio::spawn(async move {
             let router = http::router(http_state, &limits);
-            // Small answers go out at once rather than waiting on Nagle's algorithm.
-            let listener = self.http_listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await
-            .context("HTTP server")
+            http::serve(http_admission, router, timeouts, http_shutdown).await;
+            Ok(())
         });
         let grpc_shutdown = shutdown.clone();
-        // Without TCP_NODELAY a unary answer can wait ~40 ms for the client's delayed ACK.
-        let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
+        // Admission sets TCP_NODELAY: without it a unary answer can wait ~40 ms for the
+        // client's delayed ACK.
+        let incoming = grpc::incoming(
+            Admission::new(self.grpc_listener, caps.grpc, "gRPC"),
+            handshake_timeout,
+        );
         let mut grpc = tokio::spawn(async move {
             grpc_server
                 .add_routes(routes)
@@ -239,6 +259,24 @@ fn outcome(
         Ok(result) => result,
         Err(error) if error.is_cancelled() => Ok(()),
         Err(error) => Err(anyhow::anyhow!("{name} server panicked: {error}")),
+    }
+}
+
+/// Start-up warnings for listeners reachable beyond this machine without their protection.
+fn warn_about_exposure(settings: &Settings, security: &Security) {
+    if !settings.http_addr.ip().is_loopback() && security.allowed.is_empty() {
+        tracing::warn!(
+            http = %settings.http_addr,
+            "the HTTP listener is not on loopback and http_allowed_cidrs is empty: anyone who can reach it can hold request slots (up to http_max_in_flight_per_source per address); list Argyle's addresses in http_allowed_cidrs"
+        );
+    }
+    let tokens = !security.token_hashes.is_empty()
+        || (settings.grpc_admin_enabled && !security.admin_token_hashes.is_empty());
+    if tokens && security.tls.is_none() && !settings.grpc_addr.ip().is_loopback() {
+        tracing::warn!(
+            grpc = %settings.grpc_addr,
+            "gRPC bearer tokens are configured on a plaintext listener that is not on loopback: tokens cross the network unencrypted; set grpc_tls_cert and grpc_tls_key"
+        );
     }
 }
 

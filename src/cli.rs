@@ -141,6 +141,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_max_concurrent_streams: Option<u32>,
+    /// Seconds to send the HTTP/2 preface (and finish TLS) [env: READINESS_GRPC_HANDSHAKE_TIMEOUT_SECS] [default: 10]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_handshake_timeout_secs: Option<u64>,
+    /// Silence before a keepalive ping; unanswered as long again, the connection is dropped [env: READINESS_GRPC_KEEPALIVE_SECS] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_keepalive_secs: Option<u64>,
     /// CIDRs allowed to post webhooks [env: READINESS_HTTP_ALLOWED_CIDRS] [default: any]
     #[arg(long, value_name = "CIDR,...")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,10 +169,26 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_request_timeout_secs: Option<u64>,
+    /// Seconds a new connection has for its first request's headers [env: READINESS_HTTP_HEADER_TIMEOUT_SECS] [default: 10]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_header_timeout_secs: Option<u64>,
+    /// Seconds an idle keep-alive connection stays open [env: READINESS_HTTP_IDLE_TIMEOUT_SECS] [default: 75]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_idle_timeout_secs: Option<u64>,
+    /// Seconds to receive a whole webhook body (408 after) [env: READINESS_HTTP_BODY_TIMEOUT_SECS] [default: 10]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_body_timeout_secs: Option<u64>,
     /// HTTP requests handled at once before shedding [env: READINESS_HTTP_MAX_IN_FLIGHT] [default: 512]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_max_in_flight: Option<usize>,
+    /// HTTP requests one client address may have in flight; 0: no per-source cap [env: READINESS_HTTP_MAX_IN_FLIGHT_PER_SOURCE] [default: a quarter of http_max_in_flight]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_max_in_flight_per_source: Option<usize>,
     /// Log format [env: READINESS_LOG_FORMAT] [default: text]
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]

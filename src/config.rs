@@ -82,6 +82,13 @@ pub struct Settings {
     pub grpc_max_message_bytes: usize,
     /// Concurrent requests (streams included) per gRPC connection. Default 256.
     pub grpc_max_concurrent_streams: u32,
+    /// Seconds a new gRPC connection has to send the HTTP/2 connection preface (and, with TLS,
+    /// to complete the TLS handshake) before it is closed. Default 10.
+    pub grpc_handshake_timeout_secs: u64,
+    /// Seconds without traffic after which the server pings a gRPC connection; a peer that does
+    /// not answer within as many seconds again is disconnected (dead peers are dropped).
+    /// Default 30.
+    pub grpc_keepalive_secs: u64,
     /// CIDRs allowed to post webhooks, comma-separated (`34.122.50.253/32,...`). Empty: any.
     /// Probes stay reachable from anywhere.
     #[serde(deserialize_with = "comma_list")]
@@ -99,9 +106,22 @@ pub struct Settings {
     /// Seconds an HTTP request may take before it is answered 408 (nothing is acknowledged).
     /// Default 30.
     pub http_request_timeout_secs: u64,
+    /// Seconds a new HTTP connection has to deliver its first request's complete headers; one
+    /// that sends nothing is closed after this. Default 10.
+    pub http_header_timeout_secs: u64,
+    /// Seconds an idle HTTP keep-alive connection stays open waiting for its next request's
+    /// complete headers. Keep it above the upstream idle timeout of a proxy in front. Default 75.
+    pub http_idle_timeout_secs: u64,
+    /// Seconds to receive a webhook's whole body, counted from the end of its headers; after it
+    /// the request is answered 408 `body_timeout` and nothing is stored. Default 10.
+    pub http_body_timeout_secs: u64,
     /// HTTP requests handled at once; beyond it requests are shed with 503 and `Retry-After`
     /// instead of queueing. Default 512.
     pub http_max_in_flight: usize,
+    /// HTTP requests one client address (as the allow-list sees it) may have in flight; beyond
+    /// it its requests are shed with 503 and `Retry-After`. Unset: a quarter of
+    /// `http_max_in_flight` (at least 1); 0: no per-source cap.
+    pub http_max_in_flight_per_source: Option<usize>,
     /// Log format: `text` or `json`. Default `text`. The filter comes from `RUST_LOG`
     /// (default `info`).
     pub log_format: LogFormat,
@@ -134,12 +154,18 @@ impl Default for Settings {
             grpc_tls_client_ca: None,
             grpc_max_message_bytes: 4 * 1024 * 1024,
             grpc_max_concurrent_streams: 256,
+            grpc_handshake_timeout_secs: 10,
+            grpc_keepalive_secs: 30,
             http_allowed_cidrs: vec![],
             metrics_allowed_cidrs: vec![],
             http_client_ip_header: None,
             http_trusted_proxies: vec![],
             http_request_timeout_secs: 30,
+            http_header_timeout_secs: 10,
+            http_idle_timeout_secs: 75,
+            http_body_timeout_secs: 10,
             http_max_in_flight: 512,
+            http_max_in_flight_per_source: None,
             log_format: LogFormat::Text,
         }
     }
@@ -178,12 +204,24 @@ impl fmt::Debug for Settings {
                 "grpc_max_concurrent_streams",
                 &self.grpc_max_concurrent_streams,
             )
+            .field(
+                "grpc_handshake_timeout_secs",
+                &self.grpc_handshake_timeout_secs,
+            )
+            .field("grpc_keepalive_secs", &self.grpc_keepalive_secs)
             .field("http_allowed_cidrs", &self.http_allowed_cidrs)
             .field("metrics_allowed_cidrs", &self.metrics_allowed_cidrs)
             .field("http_client_ip_header", &self.http_client_ip_header)
             .field("http_trusted_proxies", &self.http_trusted_proxies)
             .field("http_request_timeout_secs", &self.http_request_timeout_secs)
+            .field("http_header_timeout_secs", &self.http_header_timeout_secs)
+            .field("http_idle_timeout_secs", &self.http_idle_timeout_secs)
+            .field("http_body_timeout_secs", &self.http_body_timeout_secs)
             .field("http_max_in_flight", &self.http_max_in_flight)
+            .field(
+                "http_max_in_flight_per_source",
+                &self.http_max_in_flight_per_source,
+            )
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -276,6 +314,17 @@ impl Settings {
             ),
             ("ingest_committers", settings.ingest_committers as u64),
             ("ingest_batch_max", settings.ingest_batch_max as u64),
+            (
+                "grpc_handshake_timeout_secs",
+                settings.grpc_handshake_timeout_secs,
+            ),
+            ("grpc_keepalive_secs", settings.grpc_keepalive_secs),
+            (
+                "http_header_timeout_secs",
+                settings.http_header_timeout_secs,
+            ),
+            ("http_idle_timeout_secs", settings.http_idle_timeout_secs),
+            ("http_body_timeout_secs", settings.http_body_timeout_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -283,6 +332,16 @@ impl Settings {
         }
         settings.security()?;
         Ok(settings)
+    }
+
+    /// The per-source in-flight cap in effect: `http_max_in_flight_per_source`, or a quarter of
+    /// `http_max_in_flight` (rounded up) when unset; `None` when set to 0 (no per-source cap).
+    pub fn http_in_flight_per_source(&self) -> Option<usize> {
+        match self.http_max_in_flight_per_source {
+            None => Some(self.http_max_in_flight.div_ceil(4).max(1)),
+            Some(0) => None,
+            Some(cap) => Some(cap),
+        }
     }
 
     /// The security settings, read and checked (files loaded, CIDRs and hashes parsed).
@@ -449,6 +508,18 @@ mod tests {
             redact_url("sqlite://readiness.db?mode=rwc"),
             "sqlite://readiness.db?mode=rwc"
         );
+    }
+
+    #[test]
+    fn the_per_source_cap_defaults_to_a_quarter_of_the_global_one_and_zero_turns_it_off() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.http_in_flight_per_source(), Some(128));
+        settings.http_max_in_flight = 6;
+        assert_eq!(settings.http_in_flight_per_source(), Some(2));
+        settings.http_max_in_flight_per_source = Some(5);
+        assert_eq!(settings.http_in_flight_per_source(), Some(5));
+        settings.http_max_in_flight_per_source = Some(0);
+        assert_eq!(settings.http_in_flight_per_source(), None);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! - [`grpc`]: tonic services over `core`, pb ↔ domain conversions, one `Status` mapping.
 //! - [`config`], [`telemetry`], [`metrics`], [`app`], [`cli`]: settings, logging, Prometheus
 //!   metrics, start-up and shutdown, commands.
+//! - [`accept`]: connection caps from the descriptor limit, accept with back-off (both listeners).
 
+pub mod accept;
 pub mod app;
 pub mod argyle_cli;
 pub mod cli;

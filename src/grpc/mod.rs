@@ -4,6 +4,7 @@
 mod admin_service;
 mod auth;
 mod convert;
+mod incoming;
 mod page_token;
 mod readiness_service;
 mod report_service;
@@ -30,6 +31,7 @@ pub mod pb {
 }
 
 pub use auth::{BearerAuth, hash_token};
+pub use incoming::{Connection, incoming};
 pub use readiness_service::ReadinessApi;
 pub use report_service::ReportApi;
 

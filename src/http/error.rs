@@ -21,6 +21,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the body could not be read: {0}")]
     UnreadableBody(String),
+    #[error("the whole body did not arrive within {secs} s of the headers; nothing was stored")]
+    BodyTimeout { secs: u64 },
     #[error("source address {0} is not in this endpoint's allow-list")]
     ForbiddenSource(std::net::IpAddr),
     #[error("too many requests in flight; retry later")]
@@ -51,6 +53,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::UnreadableBody(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::ForbiddenSource(_) => (StatusCode::FORBIDDEN, "forbidden_source"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::TimedOut { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),

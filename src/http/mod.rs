@@ -2,6 +2,8 @@
 //! `GET /readyz`. Every failure maps once to a status and a JSON body in [`ApiError`].
 
 mod error;
+mod per_source;
+mod serve;
 mod webhook;
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::core::Core;
 use crate::domain::signature::Secret;
 
 pub use error::ApiError;
+pub use serve::{ConnectionTimeouts, serve};
 
 /// Which sources may post webhooks.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +70,9 @@ pub struct Limits {
     pub request_timeout: std::time::Duration,
     /// Requests handled at once; more are shed with 503 and `Retry-After`.
     pub max_in_flight: usize,
+    /// Requests one client address may have in flight (`None`: no per-source cap); more are
+    /// shed like the global excess.
+    pub max_in_flight_per_source: Option<usize>,
 }
 
 /// What the HTTP handlers share.
@@ -83,9 +89,12 @@ pub struct HttpState {
     pub sources: Arc<SourcePolicy>,
     /// Which sources may read `/metrics` (the same client-address rules, another allow-list).
     pub metrics_sources: Arc<SourcePolicy>,
+    /// Deadline for a webhook's whole body, from the end of its headers (408 after).
+    pub body_timeout: std::time::Duration,
 }
 
-/// The HTTP routes, behind load shedding, a concurrency limit and a request timeout.
+/// The HTTP routes, behind a per-source cap, load shedding, a concurrency limit and a request
+/// timeout.
 pub fn router(state: HttpState, limits: &Limits) -> Router {
     let request_timeout = limits.request_timeout;
     let protection = ServiceBuilder::new()
@@ -95,12 +104,20 @@ pub fn router(state: HttpState, limits: &Limits) -> Router {
         .load_shed()
         .concurrency_limit(limits.max_in_flight)
         .timeout(request_timeout);
-    Router::new()
+    let mut router = Router::new()
         .route("/webhooks/argyle", post(webhook::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .layer(protection)
+        .layer(protection);
+    // Outside the global limit: a source over its cap is shed without taking a global slot.
+    if let Some(cap) = limits.max_in_flight_per_source {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            per_source::PerSource::new(state.sources.clone(), cap),
+            per_source::limit,
+        ));
+    }
+    router
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
 }

@@ -58,7 +58,13 @@ async fn accept(
         return Err(ApiError::TooLarge { limit });
     }
     check_content_type(&headers)?;
-    let body = match Limited::new(body, limit).collect().await {
+    // One deadline for the whole body: a sender trickling bytes cannot hold a slot for long.
+    let body = tokio::time::timeout(state.body_timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            secs: state.body_timeout.as_secs(),
+        })?;
+    let body = match body {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(ApiError::TooLarge { limit });

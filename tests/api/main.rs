@@ -20,6 +20,7 @@ mod readiness_scenarios;
 mod reflection;
 mod reports;
 mod security;
+mod slow_clients;
 mod streams;
 mod timeouts;
 mod timestamps;
