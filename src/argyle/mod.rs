@@ -1,10 +1,12 @@
 //! The outbound Argyle API client (`/v2/webhooks`, `/v2/reports`, report documents): base URL,
 //! HTTP Basic auth, timeouts, typed errors, a retry policy chosen per caller, a span, W3C
 //! `traceparent` and metrics per call. The operator commands use it failing fast; background work
-//! uses it with retries. Not the webhook ingress (that is [`crate::http`]).
+//! uses it with retries. [`fake`] is a faithful local stand-in of the same API for tests and
+//! development. Not the webhook ingress (that is [`crate::http`]).
 
 mod client;
 mod error;
+pub mod fake;
 mod model;
 mod retry;
 
