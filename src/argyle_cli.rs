@@ -1,14 +1,17 @@
 //! `readiness argyle ...`: the Argyle webhook-subscription API (`/v2/webhooks`) for setting the
 //! service up. Argyle has no update call, so a subscription that differs is deleted and created
-//! again. Errors from Argyle become messages that say what to do.
+//! again. Errors from Argyle become messages that say what to do. A thin command over
+//! [`crate::argyle::ArgyleClient`], failing fast (the operator retries).
 
 use std::collections::BTreeSet;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::argyle::{ArgyleClient, ClientConfig, PRODUCTION_URL, RetryPolicy, SANDBOX_URL};
+pub use crate::argyle::{ArgyleError, Subscription};
 use crate::cli::{ArgyleAction, ArgyleArgs, ArgyleEnvironment, WebhooksAction};
+use crate::domain::signature::Secret;
 
 /// Account events, subscribed with `include_resource` so that disconnections carry their time.
 pub const ACCOUNT_EVENTS: [&str; 5] = [
@@ -20,149 +23,6 @@ pub const ACCOUNT_EVENTS: [&str; 5] = [
 ];
 /// Report and user events.
 pub const REPORT_EVENTS: [&str; 3] = ["reports.ready", "reports.generated", "users.fully_synced"];
-
-/// A subscription as Argyle returns it (the secret is never printed).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Subscription {
-    pub id: String,
-    pub name: String,
-    #[serde(default)]
-    pub events: Vec<String>,
-    #[serde(default)]
-    pub config: Value,
-    #[serde(default)]
-    pub url: String,
-    /// Compared (so that `subscribe` with a rotated secret re-creates), never printed.
-    #[serde(default, skip_serializing)]
-    pub secret: Option<String>,
-    #[serde(default)]
-    pub created_at: Option<String>,
-    #[serde(default)]
-    pub last_sent_at: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Page {
-    next: Option<String>,
-    results: Vec<Subscription>,
-}
-
-/// An Argyle API failure, worded for the operator.
-#[derive(Debug, thiserror::Error)]
-pub enum ArgyleError {
-    #[error(
-        "Argyle refused the credentials ({status}): check READINESS_ARGYLE_API_KEY_ID and READINESS_ARGYLE_API_KEY_SECRET, and that they belong to the chosen environment"
-    )]
-    Unauthorized { status: u16 },
-    #[error("Argyle is rate limiting these requests (429){}; wait and run the command again", .retry_after.as_ref().map(|s| format!(", retry after {s} s")).unwrap_or_default())]
-    RateLimited { retry_after: Option<String> },
-    #[error(
-        "Argyle failed with {status} (a problem on their side); run the command again later: {body}"
-    )]
-    Server { status: u16, body: String },
-    #[error("Argyle rejected the request with {status}: {body}")]
-    Rejected { status: u16, body: String },
-    #[error("could not reach Argyle at {url}: {source}")]
-    Transport { url: String, source: reqwest::Error },
-    #[error("unexpected answer from Argyle: {0}")]
-    BadAnswer(String),
-}
-
-/// The Argyle webhooks API.
-pub struct ArgyleClient {
-    http: reqwest::Client,
-    base: String,
-    key_id: String,
-    key_secret: String,
-}
-
-impl ArgyleClient {
-    pub fn new(base: &str, key_id: &str, key_secret: &str) -> anyhow::Result<Self> {
-        Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .user_agent(concat!("readiness/", env!("CARGO_PKG_VERSION")))
-                .build()?,
-            base: base.trim_end_matches('/').to_owned(),
-            key_id: key_id.to_owned(),
-            key_secret: key_secret.to_owned(),
-        })
-    }
-
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-        url: &str,
-    ) -> Result<reqwest::Response, ArgyleError> {
-        let response = request
-            .basic_auth(&self.key_id, Some(&self.key_secret))
-            .send()
-            .await
-            .map_err(|source| ArgyleError::Transport {
-                url: url.to_owned(),
-                source,
-            })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let body: String = response
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
-        Err(match status.as_u16() {
-            401 | 403 => ArgyleError::Unauthorized {
-                status: status.as_u16(),
-            },
-            429 => ArgyleError::RateLimited { retry_after },
-            code if code >= 500 => ArgyleError::Server { status: code, body },
-            code => ArgyleError::Rejected { status: code, body },
-        })
-    }
-
-    /// Every subscription, following `next` links.
-    pub async fn list(&self) -> Result<Vec<Subscription>, ArgyleError> {
-        let mut url = format!("{}/webhooks", self.base);
-        let mut all = Vec::new();
-        for _ in 0..1000 {
-            let response = self.send(self.http.get(&url), &url).await?;
-            let page: Page = response
-                .json()
-                .await
-                .map_err(|error| ArgyleError::BadAnswer(error.to_string()))?;
-            all.extend(page.results);
-            match page.next {
-                Some(next) if !next.is_empty() => url = next,
-                _ => return Ok(all),
-            }
-        }
-        Err(ArgyleError::BadAnswer(
-            "more than 1000 pages of subscriptions".into(),
-        ))
-    }
-
-    pub async fn create(&self, body: &Value) -> Result<Subscription, ArgyleError> {
-        let url = format!("{}/webhooks", self.base);
-        let response = self.send(self.http.post(&url).json(body), &url).await?;
-        response
-            .json()
-            .await
-            .map_err(|error| ArgyleError::BadAnswer(error.to_string()))
-    }
-
-    pub async fn delete(&self, id: &str) -> Result<(), ArgyleError> {
-        let url = format!("{}/webhooks/{id}", self.base);
-        self.send(self.http.delete(&url), &url).await.map(|_| ())
-    }
-}
 
 /// What `subscribe` wants to exist.
 fn desired(prefix: &str, url: &str, secret: &str) -> Vec<Value> {
@@ -205,24 +65,29 @@ pub fn run(args: ArgyleArgs) -> anyhow::Result<()> {
         .base_url
         .clone()
         .unwrap_or_else(|| match args.environment {
-            ArgyleEnvironment::Sandbox => "https://api-sandbox.argyle.com/v2".into(),
-            ArgyleEnvironment::Production => "https://api.argyle.com/v2".into(),
+            ArgyleEnvironment::Sandbox => SANDBOX_URL.into(),
+            ArgyleEnvironment::Production => PRODUCTION_URL.into(),
         });
-    let client = ArgyleClient::new(&base, &args.api_key_id, &args.api_key_secret)?;
+    let config = ClientConfig::new(
+        &base,
+        Secret::new(args.api_key_id),
+        Secret::new(args.api_key_secret),
+    );
+    let client = ArgyleClient::new(config)?.with_retry(RetryPolicy::none());
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async {
         match args.action {
             ArgyleAction::Webhooks {
                 action: WebhooksAction::List,
             } => {
-                for subscription in client.list().await? {
+                for subscription in client.list_webhooks().await? {
                     println!("{}", serde_json::to_string(&subscription)?);
                 }
             }
             ArgyleAction::Webhooks {
                 action: WebhooksAction::Delete { id },
             } => {
-                client.delete(&id).await?;
+                client.delete_webhook(&id).await?;
                 println!("{}", json!({"deleted": id}));
             }
             ArgyleAction::Subscribe {
@@ -247,7 +112,7 @@ async fn subscribe(
     secret: &str,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let existing = client.list().await?;
+    let existing = client.list_webhooks().await?;
     for wanted in desired(prefix, url, secret) {
         let name = wanted["name"].as_str().unwrap_or_default();
         let same_name: Vec<&Subscription> = existing.iter().filter(|s| s.name == name).collect();
@@ -265,7 +130,7 @@ async fn subscribe(
                     json!({"dry_run": true, "request": format!("DELETE {base}/webhooks/{}", old.id)})
                 );
             } else {
-                client.delete(&old.id).await?;
+                client.delete_webhook(&old.id).await?;
                 println!(
                     "{}",
                     json!({"name": name, "action": "deleted", "id": old.id})
@@ -278,7 +143,7 @@ async fn subscribe(
                 json!({"dry_run": true, "request": format!("POST {base}/webhooks"), "body": redacted(&wanted)})
             );
         } else {
-            let created = client.create(&wanted).await?;
+            let created = client.create_webhook(&wanted).await?;
             println!(
                 "{}",
                 json!({"name": name, "action": "created", "id": created.id})

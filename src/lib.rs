@@ -8,6 +8,8 @@
 //!   the transports call.
 //! - [`store`]: sea-orm entities, migrations, row ↔ domain conversions.
 //! - [`http`]: axum ingress: `POST /webhooks/argyle`, health probes.
+//! - [`argyle`]: the outbound Argyle API client (webhook subscriptions, reports, documents)
+//!   with retries, and a faithful fake of that API for tests and development.
 //! - [`grpc`]: tonic services over `core`, pb ↔ domain conversions, one `Status` mapping.
 //! - [`config`], [`telemetry`], [`metrics`], [`app`], [`cli`]: settings, logging, Prometheus
 //!   metrics, start-up and shutdown, commands.
@@ -15,6 +17,7 @@
 
 pub mod accept;
 pub mod app;
+pub mod argyle;
 pub mod argyle_cli;
 pub mod cli;
 pub mod config;

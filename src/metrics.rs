@@ -30,6 +30,11 @@ pub const DATABASE_ERRORS: &str = "readiness_database_errors_total";
 pub const GRPC_REQUESTS: &str = "readiness_grpc_requests_total";
 /// gRPC request latency (to the first response for streams), by `method`.
 pub const GRPC_SECONDS: &str = "readiness_grpc_request_seconds";
+/// Outbound Argyle API requests (each attempt), by `endpoint` (a route name such as
+/// `POST /reports/{type}`) and `status` (the HTTP status, or `error` when none came back).
+pub const ARGYLE_CALLS: &str = "readiness_argyle_calls_total";
+/// Seconds from sending an Argyle request to its answer's headers, by `endpoint`.
+pub const ARGYLE_CALL_SECONDS: &str = "readiness_argyle_call_seconds";
 
 /// Deliveries stored per group-commit transaction.
 pub const INGEST_BATCH_SIZE: &str = "readiness_ingest_batch_size";

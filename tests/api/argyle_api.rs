@@ -1,143 +1,26 @@
-//! `readiness argyle ...` against a local fake of Argyle's `/v2/webhooks` API (the real one is out
-//! of reach): an axum app that checks HTTP Basic credentials and request bodies, pages its
-//! listing with `next` links, and can be told to fail with 429 or 503.
+//! `readiness argyle ...` against the local fake of Argyle's API (the real one is out of reach):
+//! [`readiness::argyle::fake`] checks HTTP Basic credentials and request bodies, pages its
+//! `/v2/webhooks` listing with `next` links, and can be told to fail with 429 or 503.
 
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use readiness::argyle::Endpoint;
+use readiness::argyle::fake::{FakeArgyle, FakeConfig, Fault};
 use serde_json::{Value, json};
 
 const KEY_ID: &str = "key-id";
 const KEY_SECRET: &str = "key-secret";
 
-#[derive(Clone, Default)]
-struct Fake {
-    subscriptions: Arc<Mutex<Vec<Value>>>,
-    /// Every request as "METHOD path".
-    requests: Arc<Mutex<Vec<String>>>,
-    /// Answer everything with this status (429, 503) when set.
-    failing: Arc<Mutex<Option<u16>>>,
-    base: Arc<Mutex<String>>,
-}
-
-/// The refusal to send instead of serving the request, if any.
-fn guard(fake: &Fake, headers: &HeaderMap, line: String) -> Option<Response> {
-    fake.requests.lock().unwrap().push(line);
-    if let Some(status) = *fake.failing.lock().unwrap() {
-        let mut response = (
-            StatusCode::from_u16(status).unwrap(),
-            "{\"detail\":\"try later\"}",
-        )
-            .into_response();
-        if status == 429 {
-            response
-                .headers_mut()
-                .insert("retry-after", "7".parse().unwrap());
-        }
-        return Some(response);
-    }
-    use base64::Engine;
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{KEY_ID}:{KEY_SECRET}"))
-    );
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-        return Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                "{\"detail\":\"Invalid credentials.\"}",
-            )
-                .into_response(),
-        );
-    }
-    None
-}
-
-async fn list(
-    State(fake): State<Fake>,
-    headers: HeaderMap,
-    query: axum::extract::RawQuery,
-) -> Response {
-    if let Some(response) = guard(&fake, &headers, "GET /v2/webhooks".into()) {
-        return response;
-    }
-    let all = fake.subscriptions.lock().unwrap().clone();
-    let offset: usize = query
-        .0
-        .and_then(|q| q.strip_prefix("offset=").and_then(|n| n.parse().ok()))
-        .unwrap_or(0);
-    let page: Vec<_> = all.iter().skip(offset).take(2).cloned().collect();
-    let next = (offset + 2 < all.len()).then(|| {
-        format!(
-            "{}/webhooks?offset={}",
-            fake.base.lock().unwrap(),
-            offset + 2
-        )
-    });
-    Json(json!({"next": next, "previous": null, "results": page})).into_response()
-}
-
-async fn create(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    if let Some(response) = guard(&fake, &headers, "POST /v2/webhooks".into()) {
-        return response;
-    }
-    for field in ["name", "url"] {
-        if !body[field].is_string() {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({field: ["This field is required."]})),
-            )
-                .into_response();
-        }
-    }
-    if body["events"]
-        .as_array()
-        .is_none_or(|events| events.is_empty())
-    {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"events": ["This field is required."]})),
-        )
-            .into_response();
-    }
-    let created = json!({
-        "id": uuid::Uuid::new_v4().to_string(), "name": body["name"], "events": body["events"],
-        "config": body.get("config").cloned().unwrap_or(json!({})), "secret": body["secret"], "url": body["url"],
-        "created_at": "2026-11-27T00:00:00Z", "updated_at": "2026-11-27T00:00:00Z", "last_sent_at": null,
-    });
-    fake.subscriptions.lock().unwrap().push(created.clone());
-    (StatusCode::CREATED, Json(created)).into_response()
-}
-
-async fn remove(State(fake): State<Fake>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Some(response) = guard(&fake, &headers, format!("DELETE /v2/webhooks/{id}")) {
-        return response;
-    }
-    let mut all = fake.subscriptions.lock().unwrap();
-    let before = all.len();
-    all.retain(|s| s["id"] != id);
-    if all.len() == before {
-        StatusCode::NOT_FOUND.into_response()
-    } else {
-        StatusCode::NO_CONTENT.into_response()
-    }
-}
-
-async fn start_fake() -> (Fake, String) {
-    let fake = Fake::default();
-    let app = Router::new()
-        .route("/v2/webhooks", get(list).post(create))
-        .route("/v2/webhooks/{id}", delete(remove))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/v2", listener.local_addr().unwrap());
-    *fake.base.lock().unwrap() = base.clone();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+async fn start_fake() -> (FakeArgyle, String) {
+    let config = FakeConfig {
+        key_id: KEY_ID.into(),
+        key_secret: KEY_SECRET.into(),
+        ..FakeConfig::default()
+    };
+    let fake = FakeArgyle::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let base = fake.base_url().to_owned();
     (fake, base)
 }
 
@@ -170,7 +53,7 @@ async fn argyle(base: &str, secret: &str, args: &[&str]) -> (bool, String, Strin
 async fn subscribe_creates_the_needed_subscriptions_once_and_list_and_delete_manage_them() {
     let (fake, base) = start_fake().await;
     // Someone else's subscription is left alone.
-    fake.subscriptions.lock().unwrap().push(json!({"id": "other", "name": "billing", "events": ["paystubs.added"], "config": {}, "url": "https://elsewhere"}));
+    fake.add_subscription(json!({"id": "other", "name": "billing", "events": ["paystubs.added"], "config": {}, "url": "https://elsewhere"}));
     let url = "https://readiness.example.com/webhooks/argyle";
 
     let (ok, dry, err) = argyle(&base, KEY_SECRET, &["subscribe", "--url", url, "--dry-run"]).await;
@@ -179,16 +62,12 @@ async fn subscribe_creates_the_needed_subscriptions_once_and_list_and_delete_man
         dry.contains("POST") && dry.contains("<redacted>") && !dry.contains("signing-secret"),
         "{dry}"
     );
-    assert_eq!(
-        fake.subscriptions.lock().unwrap().len(),
-        1,
-        "a dry run changes nothing"
-    );
+    assert_eq!(fake.subscriptions().len(), 1, "a dry run changes nothing");
 
     let (ok, out, err) = argyle(&base, KEY_SECRET, &["subscribe", "--url", url]).await;
     assert!(ok, "{err}");
     assert_eq!(out.matches("\"created\"").count(), 2, "{out}");
-    let subscriptions = fake.subscriptions.lock().unwrap().clone();
+    let subscriptions = fake.subscriptions();
     let accounts = subscriptions
         .iter()
         .find(|s| s["name"] == "readiness-accounts")
@@ -216,12 +95,10 @@ async fn subscribe_creates_the_needed_subscriptions_once_and_list_and_delete_man
     );
 
     // Idempotent: a second run lists (across pages) and changes nothing.
-    let posts = |fake: &Fake| {
-        fake.requests
-            .lock()
-            .unwrap()
+    let posts = |fake: &FakeArgyle| {
+        fake.requests()
             .iter()
-            .filter(|r| r.starts_with("POST"))
+            .filter(|r| r.method == "POST")
             .count()
     };
     let before = posts(&fake);
@@ -250,7 +127,7 @@ async fn subscribe_creates_the_needed_subscriptions_once_and_list_and_delete_man
         (2, 2),
         "{out}"
     );
-    assert_eq!(fake.subscriptions.lock().unwrap().len(), 3);
+    assert_eq!(fake.subscriptions().len(), 3);
 
     let (ok, listed, _) = argyle(&base, KEY_SECRET, &["webhooks", "list"]).await;
     assert!(ok);
@@ -266,7 +143,7 @@ async fn subscribe_creates_the_needed_subscriptions_once_and_list_and_delete_man
 
     let (ok, _, err) = argyle(&base, KEY_SECRET, &["webhooks", "delete", "other"]).await;
     assert!(ok, "{err}");
-    assert_eq!(fake.subscriptions.lock().unwrap().len(), 2);
+    assert_eq!(fake.subscriptions().len(), 2);
 }
 
 #[tokio::test]
@@ -281,7 +158,7 @@ async fn argyle_errors_become_clear_messages() {
     );
     assert!(!err.contains("wrong"), "the secret is not echoed");
 
-    *fake.failing.lock().unwrap() = Some(429);
+    fake.script(Endpoint::ListWebhooks, [Fault::rate_limited("7")]);
     let (ok, _, err) = argyle(&base, KEY_SECRET, &["webhooks", "list"]).await;
     assert!(!ok);
     assert!(
@@ -289,7 +166,7 @@ async fn argyle_errors_become_clear_messages() {
         "{err}"
     );
 
-    *fake.failing.lock().unwrap() = Some(503);
+    fake.script(Endpoint::ListWebhooks, [Fault::status(503)]);
     let (ok, _, err) = argyle(&base, KEY_SECRET, &["subscribe", "--url", "https://x"]).await;
     assert!(!ok);
     assert!(
@@ -297,7 +174,6 @@ async fn argyle_errors_become_clear_messages() {
         "{err}"
     );
 
-    *fake.failing.lock().unwrap() = None;
     let (ok, _, err) = argyle(&base, KEY_SECRET, &["webhooks", "delete", "missing"]).await;
     assert!(!ok);
     assert!(err.contains("rejected the request with 404"), "{err}");

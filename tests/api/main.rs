@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod argyle_api;
+mod argyle_client;
 mod cli;
 mod crash;
 mod echoed_input;

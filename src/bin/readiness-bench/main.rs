@@ -1,13 +1,15 @@
 //! `readiness-bench`: the tools behind the benchmarks in `bench/` that `readiness simulate` (the
 //! webhook load generator) does not cover: seeding a store with many users and logged events,
 //! loading `GetUserReadiness`, measuring stream fan-out and catch-up, showing the query plans of
-//! the hot paths, and a minimal echo server as the reference point for query throughput.
-//! Every command prints one JSON object on standard output.
+//! the hot paths, and a minimal echo server as the reference point for query throughput; and
+//! `fake-argyle`, a local fake of Argyle's API for development.
+//! Every command prints one JSON object on standard output (`fake-argyle` first prints its URLs).
 
 #![allow(clippy::print_stdout)]
 
 mod echo;
 mod explain;
+mod fake_argyle;
 mod query;
 mod seed;
 mod stats;
@@ -38,6 +40,9 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Serve a canned `GetUserReadiness` answer and a 200 for webhooks: the reference point.
     Echo(echo::EchoArgs),
+    /// Serve a fake of Argyle's API (webhooks, reports, documents) until Ctrl-C, and send the
+    /// signed `reports.generated` for each generated report.
+    FakeArgyle(fake_argyle::FakeArgyleArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             Command::Catchup(args) => streams::catchup(args).await,
             Command::Explain(args) => explain::run(args).await,
             Command::Echo(args) => echo::run(args).await,
+            Command::FakeArgyle(args) => fake_argyle::run(args).await,
         }
     })?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
