@@ -13,6 +13,7 @@ mod grpc_queries;
 mod grpcurl;
 mod helpers;
 mod hostile_input;
+mod k8s_manifests;
 mod operations;
 mod readiness_scenarios;
 mod reports;
