@@ -15,6 +15,7 @@ mod grpc_queries;
 mod grpcurl;
 mod helpers;
 mod hostile_input;
+mod k8s_manifests;
 mod metrics_scrape;
 mod operations;
 mod readiness_scenarios;
