@@ -1,6 +1,7 @@
 //! Persistence with sea-orm: connecting (SQLite or PostgreSQL, chosen by URL), migrations,
 //! entities, and the row ↔ domain conversions. Constraint errors are translated here only.
 
+mod checks;
 pub mod entities;
 pub mod migrations;
 
@@ -44,6 +45,10 @@ pub struct StoreOptions {
 /// SQLite runs in WAL mode with `synchronous=FULL`, so a committed transaction survives a power
 /// loss: a webhook's 2xx is only sent after such a commit. A database locked by another process
 /// for longer than `connect_timeout` fails the statement (503) rather than waiting forever.
+///
+/// A connection given back to the pool while still inside a transaction (its `COMMIT` or
+/// `ROLLBACK` failed, as when SQLite rolls back by itself on a full disk) is closed, never reused:
+/// see `checks::outside_transaction`.
 pub async fn connect(options: &StoreOptions) -> Result<DatabaseConnection, DbErr> {
     let busy_timeout = options.connect_timeout;
     let mut connect = ConnectOptions::new(options.url.clone());
@@ -58,6 +63,16 @@ pub async fn connect(options: &StoreOptions) -> Result<DatabaseConnection, DbErr
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
+        })
+        .map_sqlx_sqlite_pool_opts(|pool| {
+            pool.after_release(|conn, _| {
+                Box::pin(async move { Ok(checks::outside_transaction(conn)) })
+            })
+        })
+        .map_sqlx_postgres_pool_opts(|pool| {
+            pool.after_release(|conn, _| {
+                Box::pin(async move { Ok(checks::outside_transaction(conn)) })
+            })
         });
     let db = Database::connect(connect).await?;
     Migrator::up(&db, None).await?;

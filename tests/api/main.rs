@@ -7,6 +7,7 @@
 mod argyle_api;
 mod cli;
 mod crash;
+mod failed_commits;
 mod faults;
 mod group_commit;
 mod grpc_queries;
