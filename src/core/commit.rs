@@ -24,6 +24,7 @@ use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use super::health::Health;
 use super::ingest::{IngestReport, Job, append_events, store_batch};
 use super::log::LogShared;
 use super::{CoreError, WriteLock};
@@ -65,6 +66,7 @@ pub(super) struct Committer {
 pub(super) struct Batches {
     pub(super) db: DatabaseConnection,
     pub(super) write_lock: WriteLock,
+    pub(super) health: Arc<Health>,
     pub(super) log: Arc<LogShared>,
     pub(super) max_batch: usize,
 }
@@ -157,8 +159,15 @@ impl Batches {
         }
     }
 
-    /// One transaction: the batch stored and applied, its events appended, then commit.
+    /// One transaction: the batch stored and applied, its events appended, then commit; its
+    /// outcome tells readiness whether the database takes writes.
     async fn store(&self, jobs: &[Job]) -> Result<Vec<IngestReport>, CoreError> {
+        let stored = self.transaction(jobs).await;
+        self.health.record_ingest(&stored);
+        stored
+    }
+
+    async fn transaction(&self, jobs: &[Job]) -> Result<Vec<IngestReport>, CoreError> {
         let first = &jobs[0].span;
         let txn = self.db.begin().await?;
         let apply = tracing::info_span!(parent: first, "apply", batch = jobs.len());

@@ -3,6 +3,7 @@
 
 mod apply;
 mod commit;
+mod health;
 mod inbox;
 mod ingest;
 pub mod log;
@@ -16,6 +17,7 @@ use tokio::sync::Mutex;
 use crate::store::{self, StoreError};
 
 pub use commit::IngestOptions;
+pub use health::{NotReady, PROBE_INTERVAL};
 pub use inbox::{DeliverySummary, InboxFilter, STATUSES};
 pub use ingest::{IngestReport, Outcome};
 pub use log::{Cursor, EventFilter, LoggedEvent, Start, StreamItem, StreamOptions};
@@ -79,6 +81,8 @@ async fn hold(lock: &WriteLock) -> Option<tokio::sync::MutexGuard<'_, ()>> {
 pub struct Core {
     db: DatabaseConnection,
     write_lock: WriteLock,
+    /// Whether the database takes writes.
+    health: Arc<health::Health>,
     /// The event log's follower and live broadcast, shared by every stream of this process.
     log: Arc<log::LogShared>,
     /// The group-commit queue in front of the ingest transactions.
@@ -95,9 +99,11 @@ impl Core {
         let sqlite = store::is_sqlite(&db);
         let write_lock = sqlite.then(|| Arc::new(Mutex::new(())));
         let log = log::LogShared::new(streams);
+        let health = Arc::new(health::Health::new());
         let batches = commit::Batches {
             db: db.clone(),
             write_lock: write_lock.clone(),
+            health: health.clone(),
             log: log.clone(),
             max_batch: ingest.max_batch,
         };
@@ -105,6 +111,7 @@ impl Core {
         let core = Self {
             db,
             write_lock,
+            health,
             log,
             committer: commit::Committer::start(batches, committers),
         };

@@ -145,13 +145,20 @@ async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
     )
 }
 
-/// Readiness: the database answers and shutdown has not begun.
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+/// Readiness: shutdown has not begun, and the database answers and takes writes (see
+/// `core::health`).
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
     if state.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else if !state.core.database_reachable().await {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
-    } else {
-        (StatusCode::OK, "ready\n")
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_owned(),
+        );
+    }
+    match state.core.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(not_ready) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", not_ready.reason()),
+        ),
     }
 }

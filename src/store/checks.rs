@@ -1,7 +1,71 @@
-//! Checks the store runs on its own connections: a connection left inside a transaction never
-//! goes back into the pool.
+//! What the store can tell about its own health, for readiness (`core::health`): whether an
+//! error means the database refuses to store data, a one-row probe write to learn when it takes
+//! writes again, and the check that keeps a connection left inside a transaction out of the
+//! pool.
 
-use sea_orm::sqlx::Connection;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sqlx::{self, Connection};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, RuntimeErr};
+
+use super::entities::write_probe;
+
+/// SQLite primary result codes of a database that cannot store data.
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
+
+/// PostgreSQL SQLSTATEs of the same: `disk_full`, `io_error`, `read_only_sql_transaction`.
+const POSTGRES_STORAGE_ERRORS: [&str; 3] = ["53100", "58030", "25006"];
+
+/// True when `error` says the database cannot store data: the disk is full, an I/O error, a
+/// read-only database (SQLite `SQLITE_FULL`, `SQLITE_IOERR*`, `SQLITE_READONLY*`,
+/// `SQLITE_CANTOPEN`; PostgreSQL `53100`, `58030`, `25006`). Not for a lost connection or a
+/// lock held by someone else: those are not the disk's fault.
+pub fn is_storage_error(error: &DbErr) -> bool {
+    let (DbErr::Conn(RuntimeErr::SqlxError(error))
+    | DbErr::Exec(RuntimeErr::SqlxError(error))
+    | DbErr::Query(RuntimeErr::SqlxError(error))) = error
+    else {
+        return false;
+    };
+    let sqlx::Error::Database(error) = error.as_ref() else {
+        return false;
+    };
+    let code = error.code();
+    if error
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        // Extended result codes carry the primary code in their low byte.
+        let primary = code
+            .and_then(|code| code.parse::<i32>().ok())
+            .map(|c| c & 0xff);
+        return matches!(
+            primary,
+            Some(SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN)
+        );
+    }
+    code.is_some_and(|code| POSTGRES_STORAGE_ERRORS.contains(&code.as_ref()))
+}
+
+/// The smallest real write: one row's counter goes up by one (the row is created by the first
+/// probe), committed on its own.
+pub async fn probe_write(db: &impl ConnectionTrait) -> Result<(), DbErr> {
+    let probes = Expr::col((write_probe::Entity, write_probe::Column::Probes)).add(1);
+    write_probe::Entity::insert(write_probe::ActiveModel {
+        id: Set(1),
+        probes: Set(1),
+    })
+    .on_conflict(
+        OnConflict::column(write_probe::Column::Id)
+            .value(write_probe::Column::Probes, probes)
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
 
 /// Run on every connection given back to the pool: false (close it, never reuse it) while sqlx
 /// counts a transaction open on it, i.e. its `COMMIT` or `ROLLBACK` failed.

@@ -7,6 +7,7 @@
 mod argyle_api;
 mod cli;
 mod crash;
+mod disk_full;
 mod failed_commits;
 mod faults;
 mod group_commit;
@@ -15,7 +16,9 @@ mod grpcurl;
 mod helpers;
 mod hostile_input;
 mod operations;
+mod process;
 mod readiness_scenarios;
+mod refused_writes;
 mod reports;
 mod security;
 mod streams;

@@ -1,0 +1,153 @@
+//! Whether the database can be used: it answers and it takes writes. Readiness (`/readyz`,
+//! gRPC health) asks [`Core::ready`]; ingestion reports each write here. After a write fails with
+//! a storage error (disk full, I/O error, read-only) the service stays not ready until a write
+//! succeeds again: a delivery, or a probe (one row updated) made at most every
+//! [`PROBE_INTERVAL`].
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::ingest::{IngestReport, Outcome};
+use super::{Core, CoreError};
+use crate::store::{self, StoreError};
+
+/// Least time between two probe writes while the database refuses writes.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why the service should not take traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// The database does not answer.
+    Unreachable,
+    /// A write failed with a storage error, and none has succeeded since.
+    RefusesWrites,
+}
+
+impl NotReady {
+    /// A short reason, for probes and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            NotReady::Unreachable => "database unreachable",
+            NotReady::RefusesWrites => "database refuses writes",
+        }
+    }
+}
+
+/// What the core knows about the database beyond "it answers".
+pub(super) struct Health {
+    writes: Mutex<Writes>,
+    /// Held by the one probe in progress.
+    probing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Writes {
+    /// Set by a write that failed with a storage error, cleared by one that succeeded.
+    refused: bool,
+    /// When a write or probe last failed: the next probe waits [`PROBE_INTERVAL`] after it.
+    last_failure: Option<Instant>,
+}
+
+impl Health {
+    pub(super) fn new() -> Self {
+        Self {
+            writes: Mutex::new(Writes::default()),
+            probing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn writes(&self) -> MutexGuard<'_, Writes> {
+        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes note of an ingest transaction's outcome. Only a transaction that stored a row counts
+    /// as a successful write (a batch of duplicates writes nothing).
+    pub(super) fn record_ingest(&self, outcome: &Result<Vec<IngestReport>, CoreError>) {
+        match outcome {
+            Ok(reports) if reports.iter().any(|r| r.outcome != Outcome::Duplicate) => {
+                self.write_succeeded();
+            }
+            Ok(_) => {}
+            Err(error) => self.write_failed(error),
+        }
+    }
+
+    fn write_succeeded(&self) {
+        let mut writes = self.writes();
+        if writes.refused {
+            writes.refused = false;
+            tracing::warn!("the database takes writes again: ready");
+        }
+    }
+
+    fn write_failed(&self, error: &CoreError) {
+        let CoreError::Unavailable(StoreError::Database(cause)) = error else {
+            return;
+        };
+        if !store::is_storage_error(cause) {
+            return;
+        }
+        let mut writes = self.writes();
+        if !writes.refused {
+            tracing::error!(
+                error = %cause,
+                "the database refuses writes: not ready until a write succeeds (probed every {} s)",
+                PROBE_INTERVAL.as_secs()
+            );
+        }
+        writes.refused = true;
+        writes.last_failure = Some(Instant::now());
+    }
+}
+
+impl Core {
+    /// Whether to take traffic: the database answers and it takes writes. While it refuses writes, a caller finding the last failure at least
+    /// [`PROBE_INTERVAL`] old makes one tiny write to find out whether that has changed.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        if self.db.ping().await.is_err() {
+            return Err(NotReady::Unreachable);
+        }
+        let due = {
+            let writes = self.health.writes();
+            if !writes.refused {
+                return Ok(());
+            }
+            writes
+                .last_failure
+                .is_none_or(|at| at.elapsed() >= PROBE_INTERVAL)
+        };
+        if due {
+            self.probe_writes().await;
+        }
+        if self.health.writes().refused {
+            Err(NotReady::RefusesWrites)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// One probe write, unless one is already running or a delivery is being written (its
+    /// outcome will tell).
+    async fn probe_writes(&self) {
+        let Ok(_probing) = self.health.probing.try_lock() else {
+            return;
+        };
+        let _writer = match &self.write_lock {
+            Some(lock) => match lock.try_lock() {
+                Ok(writer) => Some(writer),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        match store::probe_write(&self.db).await {
+            Ok(()) => self.health.write_succeeded(),
+            Err(error) => {
+                tracing::debug!(%error, "write probe failed");
+                let error = CoreError::from(error);
+                self.health.write_failed(&error);
+                // Whatever the cause, wait a full interval before the next probe.
+                self.health.writes().last_failure = Some(Instant::now());
+            }
+        }
+    }
+}
