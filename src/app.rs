@@ -237,8 +237,8 @@ fn outcome(
     }
 }
 
-/// Keeps gRPC health in step with the database: NOT_SERVING while it does not answer or refuses
-/// writes (see `Core::ready`).
+/// Keeps gRPC health in step with the database: NOT_SERVING while it does not answer, refuses
+/// writes, or is no longer the file that was opened (see `Core::ready`).
 async fn follow_database_health(
     core: Core,
     reporter: tonic_health::server::HealthReporter,

@@ -159,12 +159,16 @@ impl Batches {
         }
     }
 
-    /// One transaction: the batch stored and applied, its events appended, then commit; its
-    /// outcome tells readiness whether the database takes writes.
+    /// One transaction: the batch stored and applied, its events appended, then commit; answered
+    /// only if the configured database file is still the one written to (a 503 is safe: the
+    /// sender retries, and a delivery stored twice is a duplicate).
     async fn store(&self, jobs: &[Job]) -> Result<Vec<IngestReport>, CoreError> {
+        self.health.check_file()?;
         let stored = self.transaction(jobs).await;
         self.health.record_ingest(&stored);
-        stored
+        let reports = stored?;
+        self.health.check_file()?;
+        Ok(reports)
     }
 
     async fn transaction(&self, jobs: &[Job]) -> Result<Vec<IngestReport>, CoreError> {

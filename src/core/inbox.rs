@@ -62,6 +62,7 @@ impl Core {
         &self,
         filter: &InboxFilter,
     ) -> Result<Vec<DeliverySummary>, CoreError> {
+        self.health.check_file()?;
         let mut query = delivery::Entity::find().order_by_asc(delivery::Column::Id);
         if let Some(status) = &filter.status {
             if !STATUSES.contains(&status.as_str()) {
@@ -84,6 +85,7 @@ impl Core {
 
     /// One delivery with its raw body.
     pub async fn inbox_show(&self, id: i64) -> Result<(DeliverySummary, Vec<u8>), CoreError> {
+        self.health.check_file()?;
         let row = delivery::Entity::find_by_id(id)
             .one(&self.db)
             .await?
@@ -93,6 +95,7 @@ impl Core {
 
     /// Re-applies one stored delivery with this version's parser and rules.
     pub async fn inbox_replay(&self, id: i64) -> Result<(DeliverySummary, Outcome), CoreError> {
+        self.health.check_file()?;
         let now = Utc::now();
         let _writer = super::hold(&self.write_lock).await;
         let txn = self.db.begin().await?;
@@ -164,6 +167,7 @@ impl Core {
     pub async fn inbox_replay_rejected(
         &self,
     ) -> Result<Vec<(DeliverySummary, Outcome)>, CoreError> {
+        self.health.check_file()?;
         let ids: Vec<i64> = delivery::Entity::find()
             .select_only()
             .column(delivery::Column::Id)
@@ -182,6 +186,7 @@ impl Core {
     /// Deletes raw deliveries received before `cutoff`. The event log and the state derived from
     /// the deliveries are kept; only the raw bodies go. Returns how many were deleted.
     pub async fn inbox_prune(&self, cutoff: DateTime<Utc>) -> Result<u64, CoreError> {
+        self.health.check_file()?;
         let _writer = super::hold(&self.write_lock).await;
         let deleted = delivery::Entity::delete_many()
             .filter(delivery::Column::ReceivedAt.lt(cutoff))

@@ -38,6 +38,10 @@ pub enum CoreError {
     /// The request is well-formed but cannot be answered in the current state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The SQLite file was deleted or replaced while the service ran; nothing is read or
+    /// written until a restart (logged once, when found).
+    #[error("the database file was deleted or replaced while the service ran")]
+    DatabaseFileChanged,
     /// The service is shutting down; retry against another replica or after restart.
     #[error("the service is shutting down; resume from your last cursor")]
     ShuttingDown,
@@ -81,7 +85,7 @@ async fn hold(lock: &WriteLock) -> Option<tokio::sync::MutexGuard<'_, ()>> {
 pub struct Core {
     db: DatabaseConnection,
     write_lock: WriteLock,
-    /// Whether the database takes writes.
+    /// Whether the database takes writes and is still the file that was opened.
     health: Arc<health::Health>,
     /// The event log's follower and live broadcast, shared by every stream of this process.
     log: Arc<log::LogShared>,
@@ -99,7 +103,7 @@ impl Core {
         let sqlite = store::is_sqlite(&db);
         let write_lock = sqlite.then(|| Arc::new(Mutex::new(())));
         let log = log::LogShared::new(streams);
-        let health = Arc::new(health::Health::new());
+        let health = Arc::new(health::Health::new(store::DatabaseFile::opened_by(&db)));
         let batches = commit::Batches {
             db: db.clone(),
             write_lock: write_lock.clone(),

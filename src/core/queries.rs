@@ -58,6 +58,7 @@ const KNOWN_TYPES: [ReportType; 4] = [
 impl Core {
     /// One user's readiness with every account.
     pub async fn user_readiness(&self, lookup: &UserLookup) -> Result<UserView, CoreError> {
+        self.health.check_file()?;
         let row = match lookup {
             UserLookup::Id(id) => {
                 // The hot path: the user and its accounts in one query (a LEFT JOIN).
@@ -106,6 +107,7 @@ impl Core {
         after: Option<UserId>,
         limit: u64,
     ) -> Result<Page<UserView>, CoreError> {
+        self.health.check_file()?;
         let mut query = user::Entity::find().order_by_asc(user::Column::UserId);
         if let Some(state) = state {
             query = query.filter(user::Column::State.eq(state.as_str()));
@@ -174,6 +176,7 @@ impl Core {
 
     /// One report.
     pub async fn report(&self, lookup: &ReportLookup) -> Result<ReportRecord, CoreError> {
+        self.health.check_file()?;
         let (query, what) = match lookup {
             ReportLookup::Id(id) => (
                 report::Entity::find().filter(report::Column::Id.eq(id.to_string())),
@@ -198,6 +201,7 @@ impl Core {
         after: Option<i64>,
         limit: u64,
     ) -> Result<Page<ReportRecord>, CoreError> {
+        self.health.check_file()?;
         let mut query = report::Entity::find().order_by_asc(report::Column::Seq);
         if let Some(user) = filter.user {
             query = query.filter(report::Column::UserId.eq(user.to_string()));

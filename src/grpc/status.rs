@@ -24,6 +24,10 @@ impl From<CoreError> for Status {
             CoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
             CoreError::FailedPrecondition(message) => Status::failed_precondition(message),
             CoreError::ShuttingDown => Status::unavailable(error.to_string()),
+            // Logged once, when it was found.
+            CoreError::DatabaseFileChanged => {
+                Status::unavailable("the database is unavailable; retry later")
+            }
             CoreError::Unavailable(_) => {
                 tracing::warn!(error = %error_chain(&error), "gRPC request failed");
                 Status::unavailable("the database is unavailable; retry later")

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::core::Core;
 use crate::domain::signature::Secret;
@@ -100,7 +100,13 @@ pub fn router(state: HttpState, limits: &Limits) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .layer(protection)
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // A 5xx is logged where it is caused, once per cause (see `ApiError`,
+                // `core::health`); not again per request here.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
 }
 
@@ -145,8 +151,8 @@ async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
     )
 }
 
-/// Readiness: shutdown has not begun, and the database answers and takes writes (see
-/// `core::health`).
+/// Readiness: shutdown has not begun, and the database answers, takes writes and is still the
+/// file that was opened (see `core::health`).
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
     if state.shutdown.is_cancelled() {
         return (

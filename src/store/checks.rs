@@ -1,11 +1,16 @@
 //! What the store can tell about its own health, for readiness (`core::health`): whether an
 //! error means the database refuses to store data, a one-row probe write to learn when it takes
-//! writes again, and the check that keeps a connection left inside a transaction out of the
-//! pool.
+//! writes again, the check that keeps a connection left inside a transaction out of the pool,
+//! and the identity of the SQLite file that was opened, to notice it being deleted or replaced
+//! underneath the process.
+
+use std::path::{Path, PathBuf};
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::sqlx::{self, Connection};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, RuntimeErr};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, RuntimeErr,
+};
 
 use super::entities::write_probe;
 
@@ -90,4 +95,85 @@ pub(super) fn outside_transaction<C: Connection>(conn: &C) -> bool {
         );
     }
     outside
+}
+
+/// The SQLite file the pool opened, by device and inode.
+#[derive(Debug, Clone)]
+pub struct DatabaseFile {
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+/// How the configured path stopped naming the opened file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FileChange {
+    #[error("the database file {0} was deleted")]
+    Deleted(PathBuf),
+    #[error("the database file {0} was replaced by another file")]
+    Replaced(PathBuf),
+    #[error("the database file {0} cannot be checked: {1}")]
+    Unreadable(PathBuf, String),
+}
+
+impl DatabaseFile {
+    /// The file the SQLite pool `db` opens, as it is now. `None` for PostgreSQL, an in-memory
+    /// database, or a file that cannot be inspected (then nothing is checked).
+    pub fn opened_by(db: &DatabaseConnection) -> Option<Self> {
+        if !super::is_sqlite(db) {
+            return None;
+        }
+        let options = db.get_sqlite_connection_pool().connect_options();
+        let path = options.get_filename();
+        let identity = identity(&std::fs::metadata(path).ok()?)?;
+        Some(Self {
+            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
+            identity,
+        })
+    }
+
+    /// The configured path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Ok while the configured path still names the opened file.
+    pub fn check(&self) -> Result<(), FileChange> {
+        match std::fs::metadata(&self.path) {
+            Ok(metadata) if identity(&metadata) == Some(self.identity) => Ok(()),
+            Ok(_) => Err(FileChange::Replaced(self.path.clone())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(FileChange::Deleted(self.path.clone()))
+            }
+            Err(error) => Err(FileChange::Unreadable(self.path.clone(), error.to_string())),
+        }
+    }
+
+    /// Where this process can still read the opened file once its name is gone
+    /// (`/proc/self/fd/N`, Linux), to copy it before the process exits.
+    pub fn open_descriptor(&self) -> Option<PathBuf> {
+        let unlinked = format!("{} (deleted)", self.path.display());
+        std::fs::read_dir("/proc/self/fd")
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .find(|fd| {
+                std::fs::read_link(fd)
+                    .is_ok_and(|target| target.as_os_str().to_string_lossy() == unlinked)
+            })
+            .map(|fd| {
+                PathBuf::from(format!("/proc/{}/fd", std::process::id()))
+                    .join(fd.file_name().unwrap_or_default())
+            })
+    }
+}
+
+#[cfg(unix)]
+fn identity(metadata: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((metadata.dev(), metadata.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }

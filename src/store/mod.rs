@@ -16,7 +16,7 @@ use sea_orm_migration::MigratorTrait;
 use crate::domain::account::{AccountFacts, ErrorInfo};
 use crate::domain::{AccountId, AccountState, ReadinessState, ReportId, ReportType, UserId};
 
-pub use checks::{is_storage_error, probe_write};
+pub use checks::{DatabaseFile, FileChange, is_storage_error, probe_write};
 pub use migrations::Migrator;
 
 /// Why the store could not answer.

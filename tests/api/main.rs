@@ -7,6 +7,7 @@
 mod argyle_api;
 mod cli;
 mod crash;
+mod database_file;
 mod disk_full;
 mod failed_commits;
 mod faults;
