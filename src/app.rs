@@ -280,7 +280,8 @@ fn warn_about_exposure(settings: &Settings, security: &Security) {
     }
 }
 
-/// Keeps gRPC health in step with the database: NOT_SERVING while it does not answer.
+/// Keeps gRPC health in step with the database: NOT_SERVING while it does not answer, refuses
+/// writes, or is no longer the file that was opened (see `Core::ready`).
 async fn follow_database_health(
     core: Core,
     reporter: tonic_health::server::HealthReporter,
@@ -293,10 +294,11 @@ async fn follow_database_health(
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let reachable = core.database_reachable().await;
-        if reachable != serving && !shutdown.is_cancelled() {
-            serving = reachable;
-            tracing::warn!(reachable, "database reachability changed");
+        let ready = core.ready().await;
+        if ready.is_ok() != serving && !shutdown.is_cancelled() {
+            serving = ready.is_ok();
+            let reason = ready.err().map_or("ready", |not_ready| not_ready.reason());
+            tracing::warn!(serving, reason, "gRPC health changed");
             grpc::set_health(&reporter, serving).await;
         }
     }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::health::Health;
 use super::ingest::{IngestReport, Job};
 use super::log::LogShared;
 use super::pipeline::store_batch;
@@ -64,6 +65,7 @@ pub(super) struct Committer {
 pub(super) struct Batches {
     pub(super) store: Store,
     pub(super) write_lock: WriteLock,
+    pub(super) health: Arc<Health>,
     pub(super) log: Arc<LogShared>,
     pub(super) max_batch: usize,
 }
@@ -156,12 +158,19 @@ impl Batches {
         }
     }
 
-    /// One transaction: the batch stored and applied, its events appended, then commit.
+    /// One transaction: the batch stored and applied, its events appended, then commit; answered
+    /// only if the configured database file is still the one written to (a 503 is safe: the
+    /// sender retries, and a delivery stored twice is a duplicate).
     async fn store(&self, jobs: &[Job]) -> Result<Vec<IngestReport>, CoreError> {
-        let (reports, events) = store_batch(&self.store, jobs, &jobs[0].span).await?;
+        self.health.check_file()?;
+        let stored = store_batch(&self.store, jobs, &jobs[0].span).await;
+        self.health
+            .record_ingest(stored.as_ref().map(|(reports, _)| reports.as_slice()));
+        let (reports, events) = stored?;
         if events > 0 {
             self.log.committed();
         }
+        self.health.check_file()?;
         Ok(reports)
     }
 }

@@ -16,11 +16,13 @@ use crate::store::Verdict;
 impl Core {
     /// Deliveries, oldest first.
     pub async fn inbox_list(&self, filter: &InboxFilter) -> Result<Vec<StoredDelivery>, CoreError> {
+        self.health.check_file()?;
         Ok(self.store.deliveries(filter).await?)
     }
 
     /// One delivery with its raw body.
     pub async fn inbox_show(&self, id: i64) -> Result<(StoredDelivery, Vec<u8>), CoreError> {
+        self.health.check_file()?;
         self.store
             .delivery(id)
             .await?
@@ -29,6 +31,7 @@ impl Core {
 
     /// Re-applies one stored delivery with this version's parser and rules.
     pub async fn inbox_replay(&self, id: i64) -> Result<(StoredDelivery, Outcome), CoreError> {
+        self.health.check_file()?;
         let at = time::now();
         let _writer = super::hold(&self.write_lock).await;
         let batch = self.store.begin_batch().await?;
@@ -90,6 +93,7 @@ impl Core {
 
     /// Replays every `rejected` delivery, oldest first; returns each result.
     pub async fn inbox_replay_rejected(&self) -> Result<Vec<(StoredDelivery, Outcome)>, CoreError> {
+        self.health.check_file()?;
         let ids = self.store.delivery_ids(DeliveryStatus::Rejected).await?;
         let mut results = Vec::with_capacity(ids.len());
         for id in ids {
@@ -101,6 +105,7 @@ impl Core {
     /// Deletes raw deliveries received before `cutoff`. The event log and the state derived from
     /// the deliveries are kept; only the raw bodies go. Returns how many were deleted.
     pub async fn inbox_prune(&self, cutoff: DateTime<Utc>) -> Result<u64, CoreError> {
+        self.health.check_file()?;
         let _writer = super::hold(&self.write_lock).await;
         Ok(self.store.prune_deliveries(cutoff).await?)
     }

@@ -57,6 +57,7 @@ impl Core {
         &self,
         body: Verified<impl AsRef<[u8]>>,
     ) -> Result<IngestReport, CoreError> {
+        self.health.check_file()?;
         let body = body.get().as_ref().to_vec();
         let job = Job {
             sha: hex::encode(Sha256::digest(&body)),

@@ -240,6 +240,7 @@ impl Core {
         start: Start,
         filter: EventFilter,
     ) -> Result<mpsc::Receiver<Result<StreamItem, CoreError>>, CoreError> {
+        self.health.check_file()?;
         let cursor = self.resolve_start(start).await?;
         let (tx, rx) = mpsc::channel(self.log.options.subscriber_buffer.max(1));
         let subscriber = Subscriber {

@@ -7,6 +7,7 @@
 //! transaction).
 
 mod commit;
+mod health;
 mod inbox;
 mod ingest;
 pub mod log;
@@ -20,6 +21,7 @@ use tokio::sync::Mutex;
 use crate::store::{self, Store, StoreError};
 
 pub use commit::IngestOptions;
+pub use health::{NotReady, PROBE_INTERVAL};
 pub use ingest::{IngestReport, Outcome};
 pub use log::{Cursor, EventFilter, Start, StreamItem, StreamOptions};
 pub use queries::{ReportFilter, ReportLookup, ReportView, UserLookup};
@@ -43,6 +45,10 @@ pub enum CoreError {
     /// The request is well-formed but cannot be answered in the current state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The SQLite file was deleted or replaced while the service ran; nothing is read or
+    /// written until a restart (logged once, when found).
+    #[error("the database file was deleted or replaced while the service ran")]
+    DatabaseFileChanged,
     /// The service is shutting down; retry against another replica or after restart.
     #[error("the service is shutting down; resume from your last cursor")]
     ShuttingDown,
@@ -77,6 +83,8 @@ async fn hold(lock: &WriteLock) -> Option<tokio::sync::MutexGuard<'_, ()>> {
 pub struct Core {
     store: Store,
     write_lock: WriteLock,
+    /// Whether the database takes writes and is still the file that was opened.
+    health: Arc<health::Health>,
     /// The event log's follower and live broadcast, shared by every stream of this process.
     log: Arc<log::LogShared>,
     /// The group-commit queue in front of the ingest transactions.
@@ -93,16 +101,19 @@ impl Core {
         let single_writer = store.is_sqlite();
         let write_lock = single_writer.then(|| Arc::new(Mutex::new(())));
         let log = log::LogShared::new(streams);
+        let health = Arc::new(health::Health::new(store.database_file()));
         let committers = if single_writer { 1 } else { ingest.committers };
         let batches = commit::Batches {
             store: store.clone(),
             write_lock: write_lock.clone(),
+            health: health.clone(),
             log: log.clone(),
             max_batch: ingest.max_batch,
         };
         let core = Self {
             store,
             write_lock,
+            health,
             log,
             committer: commit::Committer::start(batches, committers),
         };

@@ -54,6 +54,7 @@ impl ReportFilter {
 impl Core {
     /// One user's readiness with every account.
     pub async fn user_readiness(&self, lookup: &UserLookup) -> Result<User, CoreError> {
+        self.health.check_file()?;
         match lookup {
             UserLookup::Id(id) => self
                 .store
@@ -82,11 +83,13 @@ impl Core {
         after: Option<UserId>,
         limit: u64,
     ) -> Result<Vec<User>, CoreError> {
+        self.health.check_file()?;
         Ok(self.store.users(state, after, limit).await?)
     }
 
     /// One report.
     pub async fn report(&self, lookup: &ReportLookup) -> Result<Report, CoreError> {
+        self.health.check_file()?;
         let found = match lookup {
             ReportLookup::Id(id) => self.store.report(*id).await?,
             ReportLookup::ArgyleId(id) => self.store.report_by_argyle_id(id).await?,
@@ -106,6 +109,7 @@ impl Core {
         after: Option<i64>,
         limit: u64,
     ) -> Result<Vec<ReportView>, CoreError> {
+        self.health.check_file()?;
         let query = ReportQuery {
             user: filter.user,
             type_name: filter.type_name.clone(),

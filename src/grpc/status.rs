@@ -24,6 +24,10 @@ impl From<CoreError> for Status {
             CoreError::NotFound(what) => Status::not_found(bounded(format!("{what} not found"))),
             CoreError::FailedPrecondition(message) => Status::failed_precondition(bounded(message)),
             CoreError::ShuttingDown => Status::unavailable(error.to_string()),
+            // Logged once, when it was found.
+            CoreError::DatabaseFileChanged => {
+                Status::unavailable("the database is unavailable; retry later")
+            }
             CoreError::Unavailable(_) => {
                 metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
                 tracing::warn!(error = %error_chain(&error), "gRPC request failed");

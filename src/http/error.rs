@@ -58,9 +58,11 @@ impl ApiError {
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::TimedOut { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::InvalidEvent { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
-            ApiError::Core(CoreError::Unavailable(_) | CoreError::ShuttingDown) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
-            }
+            ApiError::Core(
+                CoreError::Unavailable(_)
+                | CoreError::ShuttingDown
+                | CoreError::DatabaseFileChanged,
+            ) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             ApiError::Core(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -77,9 +79,16 @@ impl IntoResponse for ApiError {
                 if matches!(error, CoreError::Unavailable(_)) {
                     metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
                 }
-                tracing::error!(error = %error_chain(error), "webhook not stored");
+                if matches!(error, CoreError::DatabaseFileChanged) {
+                    // Logged once, when it was found; not once per request.
+                    tracing::debug!(error = %error, "webhook not stored");
+                } else {
+                    tracing::error!(error = %error_chain(error), "webhook not stored");
+                }
                 match error {
-                    CoreError::Unavailable(_) | CoreError::ShuttingDown => {
+                    CoreError::Unavailable(_)
+                    | CoreError::ShuttingDown
+                    | CoreError::DatabaseFileChanged => {
                         "the database is unavailable; retry later".to_owned()
                     }
                     _ => "internal error".to_owned(),

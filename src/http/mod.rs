@@ -18,7 +18,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::core::Core;
 use crate::domain::signature::Secret;
@@ -118,7 +118,13 @@ pub fn router(state: HttpState, limits: &Limits) -> Router {
         ));
     }
     router
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // A 5xx is logged where it is caused, once per cause (see `ApiError`,
+                // `core::health`); not again per request here.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
 }
 
@@ -174,13 +180,20 @@ async fn metrics_text(
     ))
 }
 
-/// Readiness: the database answers and shutdown has not begun.
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+/// Readiness: shutdown has not begun, and the database answers, takes writes and is still the
+/// file that was opened (see `core::health`).
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
     if state.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else if !state.core.database_reachable().await {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
-    } else {
-        (StatusCode::OK, "ready\n")
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_owned(),
+        );
+    }
+    match state.core.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(not_ready) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", not_ready.reason()),
+        ),
     }
 }

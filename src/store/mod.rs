@@ -2,6 +2,7 @@
 //! entities, and the row ↔ domain conversions. Constraint errors are translated here only.
 
 mod batch;
+mod checks;
 pub mod entities;
 mod inbox;
 pub mod log;
@@ -16,6 +17,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 use sea_orm_migration::MigratorTrait;
 
 pub use batch::{Batch, Inboxed, Loaded, NewDelivery, Wanted};
+pub use checks::{DatabaseFile, FileChange};
 pub use inbox::Verdict;
 pub use migrations::Migrator;
 pub use reads::ReportQuery;
@@ -55,6 +57,14 @@ pub enum StoreError {
     Listen(String),
 }
 
+impl StoreError {
+    /// True when the database cannot store data: the disk is full, an I/O error, a read-only
+    /// database (see `checks::is_storage_error`); not for a lost connection or a lock.
+    pub fn is_storage_error(&self) -> bool {
+        matches!(self, StoreError::Database(error) if checks::is_storage_error(error))
+    }
+}
+
 /// How to reach the database.
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -71,6 +81,10 @@ pub struct StoreOptions {
 /// SQLite runs in WAL mode with `synchronous=FULL`, so a committed transaction survives a power
 /// loss: a webhook's 2xx is only sent after such a commit. A database locked by another process
 /// for longer than `connect_timeout` fails the statement (503) rather than waiting forever.
+///
+/// A connection given back to the pool while still inside a transaction (its `COMMIT` or
+/// `ROLLBACK` failed, as when SQLite rolls back by itself on a full disk) is closed, never reused:
+/// see `checks::outside_transaction`.
 pub async fn connect(options: &StoreOptions) -> Result<Store, DbErr> {
     let busy_timeout = options.connect_timeout;
     let mut connect = ConnectOptions::new(options.url.clone());
@@ -85,6 +99,16 @@ pub async fn connect(options: &StoreOptions) -> Result<Store, DbErr> {
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
+        })
+        .map_sqlx_sqlite_pool_opts(|pool| {
+            pool.after_release(|conn, _| {
+                Box::pin(async move { Ok(checks::outside_transaction(conn)) })
+            })
+        })
+        .map_sqlx_postgres_pool_opts(|pool| {
+            pool.after_release(|conn, _| {
+                Box::pin(async move { Ok(checks::outside_transaction(conn)) })
+            })
         });
     let db = Database::connect(connect).await?;
     Migrator::up(&db, None).await?;
@@ -100,6 +124,18 @@ impl Store {
     /// True when the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()
+    }
+
+    /// The smallest real write (one row's counter), committed on its own: how readiness learns
+    /// that a database which refused writes takes them again.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        Ok(checks::probe_write(&self.db).await?)
+    }
+
+    /// The SQLite file this store opened (device and inode), to notice it being deleted or
+    /// replaced; `None` on PostgreSQL.
+    pub fn database_file(&self) -> Option<DatabaseFile> {
+        DatabaseFile::opened_by(&self.db)
     }
 
     /// Closes the pool (at shutdown).

@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_initial;
 mod m20261127_000002_users_external_id_user_id;
+mod m20261127_000003_write_probe;
 
 /// Every migration, in order. Run at start-up by [`super::connect`].
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_initial::Migration),
             Box::new(m20261127_000002_users_external_id_user_id::Migration),
+            Box::new(m20261127_000003_write_probe::Migration),
         ]
     }
 }

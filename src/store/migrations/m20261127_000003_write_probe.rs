@@ -1,0 +1,45 @@
+//! A one-row table that readiness writes to while the database refuses writes (disk full, I/O
+//! error, read-only): the tiny write that tells when it takes them again (`store::probe_write`).
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum WriteProbe {
+    Table,
+    Id,
+    Probes,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(WriteProbe::Table)
+                    .col(
+                        ColumnDef::new(WriteProbe::Id)
+                            .integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(WriteProbe::Probes)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(WriteProbe::Table).to_owned())
+            .await
+    }
+}
