@@ -18,15 +18,12 @@
 pub mod accept;
 pub mod app;
 pub mod argyle;
-pub mod argyle_cli;
 pub mod cli;
 pub mod config;
 pub mod core;
 pub mod domain;
 pub mod grpc;
 pub mod http;
-pub mod inbox_cli;
 pub mod metrics;
-pub mod simulate;
 pub mod store;
 pub mod telemetry;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 pub fn latency_ms(samples: &mut [Duration]) -> Value {
     samples.sort_unstable();
     let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
-    let at = |p: f64| ms(readiness::simulate::percentile(samples, p));
+    let at = |p: f64| ms(readiness::cli::simulate::percentile(samples, p));
     json!({
         "p50": at(50.0),
         "p90": at(90.0),

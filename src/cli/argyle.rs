@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use crate::argyle::Subscription;
 use crate::argyle::{ArgyleClient, ClientConfig, PRODUCTION_URL, RetryPolicy, SANDBOX_URL};
-pub use crate::argyle::{ArgyleError, Subscription};
 use crate::cli::{ArgyleAction, ArgyleArgs, ArgyleEnvironment, WebhooksAction};
 use crate::domain::signature::Secret;
 

@@ -1,4 +1,13 @@
-//! Command-line interface: `serve` runs the service, `sign` signs a body the way Argyle does.
+//! The `readiness` command line: the clap definitions of every command, and [`run`], which
+//! carries one out. `serve` runs the service ([`serve`]); the operator commands talk to the
+//! database (`inbox`), to Argyle (`argyle`) or to a running service (`simulate`,
+//! `healthcheck`); `sign`, `hash-token` and `config` are small tools ([`tools`]).
+
+mod argyle;
+mod inbox;
+mod serve;
+pub mod simulate;
+mod tools;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +16,20 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::config::LogFormat;
+
+/// Carries out one command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Config(args) => tools::print_config(args),
+        Command::Sign(args) => tools::sign_body(args),
+        Command::Healthcheck(args) => tools::healthcheck(args),
+        Command::Inbox(args) => inbox::run(args),
+        Command::Argyle(args) => argyle::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::HashToken => tools::hash_token(),
+    }
+}
 
 /// Argyle webhook readiness service.
 #[derive(Debug, Parser)]
