@@ -1,7 +1,7 @@
-//! Start-up and shutdown. [`App::build`] connects, migrates and binds both listeners (port 0
-//! allowed, the bound addresses are exposed); [`App::run`] serves HTTP and gRPC on one runtime
-//! until the shutdown token is cancelled or either server stops, then drains both within the
-//! grace period.
+//! Start-up and shutdown. [`App::build`] does all the wiring: it checks every setting (the typed
+//! [`Config`]), connects and migrates, starts the core, binds both listeners (port 0 allowed; the
+//! bound addresses are exposed) and assembles both servers. [`App::run`] only serves, until the
+//! shutdown token is cancelled or either server stops, then drains both within the grace period.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,62 +10,88 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
 
 use crate::accept::{Admission, ConnectionCaps};
-use crate::config::{Security, Settings, redact_url};
+use crate::config::{Config, Settings, redact_url};
 use crate::core::{Core, IngestOptions, StreamOptions};
 use crate::grpc;
 use crate::http::{self, HttpState};
 use crate::store::{self, StoreOptions};
 
-/// How often the database is pinged to keep gRPC health in step with it.
+/// How often the database is checked to keep gRPC health in step with it.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A built, bound, not yet serving service.
 pub struct App {
-    settings: Settings,
+    config: Config,
     core: Core,
-    http_listener: TcpListener,
-    grpc_listener: TcpListener,
+    http_admission: Admission,
+    grpc_admission: Admission,
+    http_router: axum::Router,
+    grpc_server: tonic::transport::Server,
+    grpc_routes: Routes,
+    health: HealthReporter,
+    /// Cancelled when shutdown begins: `/readyz` answers 503 from then on.
+    draining: CancellationToken,
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
 }
 
 impl App {
-    /// Connects to the database, runs migrations and binds both listeners.
+    /// Checks the settings, connects to the database, runs migrations, starts the core, binds
+    /// both listeners and assembles both servers. Every configuration error is reported before
+    /// anything is opened.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let config = settings.config()?;
         // Install the metrics recorder before anything records.
         crate::metrics::handle();
-        let options = StoreOptions {
-            url: settings.database_url.clone(),
-            max_connections: settings.database_max_connections,
-            connect_timeout: Duration::from_secs(settings.database_timeout_secs),
-        };
-        let db = store::connect(&options)
+        let store = store::connect(&StoreOptions {
+            url: config.database.url.clone(),
+            max_connections: config.database.max_connections,
+            connect_timeout: config.database.timeout,
+        })
+        .await
+        .with_context(|| format!("opening database {}", redact_url(&config.database.url)))?;
+        let http_listener = TcpListener::bind(config.http.addr)
             .await
-            .with_context(|| format!("opening database {}", redact_url(&settings.database_url)))?;
-        let http_listener = TcpListener::bind(settings.http_addr)
+            .with_context(|| format!("binding HTTP address {}", config.http.addr))?;
+        let grpc_listener = TcpListener::bind(config.grpc.addr)
             .await
-            .with_context(|| format!("binding HTTP address {}", settings.http_addr))?;
-        let grpc_listener = TcpListener::bind(settings.grpc_addr)
-            .await
-            .with_context(|| format!("binding gRPC address {}", settings.grpc_addr))?;
+            .with_context(|| format!("binding gRPC address {}", config.grpc.addr))?;
+        let (http_addr, grpc_addr) = (http_listener.local_addr()?, grpc_listener.local_addr()?);
         let streams = StreamOptions {
-            poll_interval: Duration::from_millis(settings.stream_poll_ms),
-            heartbeat_interval: Duration::from_millis(settings.stream_heartbeat_ms),
-            broadcast_capacity: settings.stream_broadcast_capacity,
+            poll_interval: config.streams.poll,
+            heartbeat_interval: config.streams.heartbeat,
+            broadcast_capacity: config.streams.broadcast_capacity,
             ..StreamOptions::default()
         };
         let ingest = IngestOptions {
-            committers: settings.ingest_committers,
-            max_batch: settings.ingest_batch_max,
+            committers: config.ingest.committers,
+            max_batch: config.ingest.batch_max,
         };
-        let core = Core::start(db, streams, ingest)
+        let core = Core::start(store, streams, ingest)
             .await
             .context("starting the event log follower")?;
+
+        let caps = connection_caps(&config);
+        warn_about_exposure(&config);
+        let draining = CancellationToken::new();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let grpc_routes = grpc::routes(core.clone(), health_service, &grpc_access(&config))?;
         Ok(Self {
-            settings,
+            http_router: http_router(&config, core.clone(), draining.clone()),
+            grpc_server: grpc_server(&config)?,
+            grpc_routes,
+            health,
+            http_admission: Admission::new(http_listener, caps.http, "HTTP"),
+            grpc_admission: Admission::new(grpc_listener, caps.grpc, "gRPC"),
+            draining,
+            http_addr,
+            grpc_addr,
             core,
-            http_listener,
-            grpc_listener,
+            config,
         })
     }
 
@@ -76,155 +102,67 @@ impl App {
 
     /// The bound HTTP address (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.http_addr
     }
 
     /// The bound gRPC address (useful with port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.grpc_addr
     }
 
     /// Serves until `shutdown` is cancelled or a server fails, then drains both.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let grace = Duration::from_secs(self.settings.shutdown_grace_secs);
-        let security = self.settings.security()?;
-        warn_about_exposure(&self.settings, &security);
-        let caps = ConnectionCaps::for_this_process(self.settings.database_max_connections);
         tracing::info!(
-            descriptor_limit = ?caps.descriptor_limit,
-            http = caps.http,
-            grpc = caps.grpc,
-            "connection caps per listener"
-        );
-        if caps.too_low() {
-            tracing::warn!(
-                descriptor_limit = ?caps.descriptor_limit,
-                "the descriptor limit leaves few connections per listener; raise it (ulimit -n, LimitNOFILE)"
-            );
-        }
-        tracing::info!(
-            http = %self.http_addr(),
-            grpc = %self.grpc_addr(),
-            database = %redact_url(&self.settings.database_url),
+            http = %self.http_addr,
+            grpc = %self.grpc_addr,
+            database = %redact_url(&self.config.database.url),
             "serving"
         );
-
-        let (reporter, health_service) = tonic_health::server::health_reporter();
-        grpc::set_health(&reporter, true).await;
-        let handshake_timeout = Duration::from_secs(self.settings.grpc_handshake_timeout_secs);
-        let keepalive = Duration::from_secs(self.settings.grpc_keepalive_secs);
-        let access = grpc::Access {
-            auth: grpc::BearerAuth::new(&security.token_hashes),
-            open_health: self.settings.grpc_open_health,
-            open_reflection: self.settings.grpc_open_reflection,
-            max_message_bytes: self.settings.grpc_max_message_bytes,
-            admin: self.settings.grpc_admin_enabled.then(|| {
-                grpc::BearerAuth::new(&security.admin_token_hashes)
-                    .or_else(|| grpc::BearerAuth::new(&security.token_hashes))
-            }),
-        };
-        if matches!(access.admin, Some(None)) {
-            tracing::warn!(
-                "AdminService is enabled without any token: anyone reaching gRPC can replay deliveries"
-            );
-        }
-        let routes = grpc::routes(self.core.clone(), health_service, &access)?;
-        let mut grpc_server = tonic::transport::Server::builder()
-            .trace_fn(|request| {
-                let span = tracing::info_span!("grpc_request", rpc.method = %request.uri().path());
-                crate::telemetry::set_remote_parent(&span, request.headers());
-                span
-            })
-            .max_concurrent_streams(self.settings.grpc_max_concurrent_streams)
-            .concurrency_limit_per_connection(self.settings.grpc_max_concurrent_streams as usize)
-            .http2_keepalive_interval(Some(keepalive))
-            .http2_keepalive_timeout(Some(keepalive));
-        if let Some(tls) = &security.tls {
-            let mut config = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key))
-                .timeout(handshake_timeout);
-            if let Some(ca) = &tls.client_ca {
-                config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-            }
-            grpc_server = grpc_server
-                .tls_config(config)
-                .context("gRPC TLS configuration")?;
-        }
-
-        let http_state = HttpState {
-            core: self.core.clone(),
-            secrets: Arc::from(self.settings.argyle_secrets.clone()),
-            max_body_bytes: self.settings.max_body_bytes,
-            shutdown: shutdown.clone(),
-            sources: Arc::new(http::SourcePolicy {
-                allowed: security.allowed.clone(),
-                trusted_proxies: security.trusted_proxies.clone(),
-                client_ip_header: self.settings.http_client_ip_header.clone(),
-            }),
-            metrics_sources: Arc::new(http::SourcePolicy {
-                allowed: security.metrics_allowed.clone(),
-                trusted_proxies: security.trusted_proxies.clone(),
-                client_ip_header: self.settings.http_client_ip_header.clone(),
-            }),
-            body_timeout: Duration::from_secs(self.settings.http_body_timeout_secs),
-        };
-        let limits = http::Limits {
-            request_timeout: Duration::from_secs(self.settings.http_request_timeout_secs),
-            max_in_flight: self.settings.http_max_in_flight,
-            max_in_flight_per_source: self.settings.http_in_flight_per_source(),
-        };
+        grpc::set_health(&self.health, true).await;
         let timeouts = http::ConnectionTimeouts {
-            first_headers: Duration::from_secs(self.settings.http_header_timeout_secs),
-            idle: Duration::from_secs(self.settings.http_idle_timeout_secs),
+            first_headers: self.config.http.header_timeout,
+            idle: self.config.http.idle_timeout,
         };
-        let http_shutdown = shutdown.clone();
-        let http_admission = Admission::new(self.http_listener, caps.http, "HTTP");
-        let mut http = tokio::spawn(async move {
-            let router = http::router(http_state, &limits);
-            http::serve(http_admission, router, timeouts, http_shutdown).await;
-            Ok(())
-        });
-        let grpc_shutdown = shutdown.clone();
-        // Admission sets TCP_NODELAY: without it a unary answer can wait ~40 ms for the
-        // client's delayed ACK.
-        let incoming = grpc::incoming(
-            Admission::new(self.grpc_listener, caps.grpc, "gRPC"),
-            handshake_timeout,
-        );
+        let mut http = tokio::spawn(http::serve(
+            self.http_admission,
+            self.http_router,
+            timeouts,
+            self.draining.clone(),
+        ));
+        let incoming = grpc::incoming(self.grpc_admission, self.config.grpc.handshake_timeout);
+        let grpc_stop = self.draining.clone();
+        let mut grpc_server = self.grpc_server;
         let mut grpc = tokio::spawn(async move {
             grpc_server
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
+                .add_routes(self.grpc_routes)
+                .serve_with_incoming_shutdown(incoming, grpc_stop.cancelled_owned())
                 .await
                 .context("gRPC server")
         });
         let probe = tokio::spawn(follow_database_health(
             self.core.clone(),
-            reporter.clone(),
-            shutdown.clone(),
+            self.health.clone(),
+            self.draining.clone(),
         ));
 
         // Whichever ends first (a signal or a failed server) stops the other.
         let (mut http_done, mut grpc_done) = (None, None);
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            result = &mut http => http_done = Some(result),
+            result = &mut http => http_done = Some(result.map(Ok)),
             result = &mut grpc => grpc_done = Some(result),
         }
-        shutdown.cancel();
+        self.draining.cancel();
         // Ends open streams, or tonic's drain would wait for them forever.
         self.core.shutdown();
-        grpc::set_health(&reporter, false).await;
+        grpc::set_health(&self.health, false).await;
+        let grace = self.config.shutdown_grace;
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
 
         let drained = tokio::time::timeout(grace, async {
             let http_result = match http_done {
                 Some(result) => result,
-                None => (&mut http).await,
+                None => (&mut http).await.map(Ok),
             };
             let grpc_result = match grpc_done {
                 Some(result) => result,
@@ -243,12 +181,97 @@ impl App {
                 Ok(())
             }
         };
-        if let Err(error) = self.core.db().close_by_ref().await {
+        if let Err(error) = self.core.close().await {
             tracing::warn!(%error, "closing the database pool");
         }
         tracing::info!("stopped");
         result
     }
+}
+
+/// The caps per listener, from the descriptor limit, logged (with a warning when low).
+fn connection_caps(config: &Config) -> ConnectionCaps {
+    let caps = ConnectionCaps::for_this_process(config.database.max_connections);
+    tracing::info!(
+        descriptor_limit = ?caps.descriptor_limit,
+        http = caps.http,
+        grpc = caps.grpc,
+        "connection caps per listener"
+    );
+    if caps.too_low() {
+        tracing::warn!(
+            descriptor_limit = ?caps.descriptor_limit,
+            "the descriptor limit leaves few connections per listener; raise it (ulimit -n, LimitNOFILE)"
+        );
+    }
+    caps
+}
+
+/// The webhook and probe routes with their protection.
+fn http_router(config: &Config, core: Core, draining: CancellationToken) -> axum::Router {
+    let state = HttpState {
+        core,
+        secrets: Arc::from(config.security.webhook_secrets.clone()),
+        max_body_bytes: config.http.max_body_bytes,
+        shutdown: draining,
+        sources: Arc::new(config.http.webhook_sources.clone()),
+        metrics_sources: Arc::new(config.http.metrics_sources.clone()),
+        body_timeout: config.http.body_timeout,
+    };
+    let limits = http::Limits {
+        request_timeout: config.http.request_timeout,
+        max_in_flight: config.http.max_in_flight,
+        max_in_flight_per_source: config.http.max_in_flight_per_source,
+    };
+    http::router(state, &limits)
+}
+
+/// Who may call what over gRPC.
+fn grpc_access(config: &Config) -> grpc::Access {
+    let security = &config.security;
+    let access = grpc::Access {
+        auth: grpc::BearerAuth::new(&security.token_hashes),
+        open_health: config.grpc.open_health,
+        open_reflection: config.grpc.open_reflection,
+        max_message_bytes: config.grpc.max_message_bytes,
+        admin: config.grpc.admin_enabled.then(|| {
+            grpc::BearerAuth::new(&security.admin_token_hashes)
+                .or_else(|| grpc::BearerAuth::new(&security.token_hashes))
+        }),
+    };
+    if matches!(access.admin, Some(None)) {
+        tracing::warn!(
+            "AdminService is enabled without any token: anyone reaching gRPC can replay deliveries"
+        );
+    }
+    access
+}
+
+/// The gRPC server: tracing, per-connection limits, keepalive, TLS.
+fn grpc_server(config: &Config) -> anyhow::Result<tonic::transport::Server> {
+    let keepalive = config.grpc.keepalive;
+    let mut server = tonic::transport::Server::builder()
+        .trace_fn(|request| {
+            let span = tracing::info_span!("grpc_request", rpc.method = %request.uri().path());
+            crate::telemetry::set_remote_parent(&span, request.headers());
+            span
+        })
+        .max_concurrent_streams(config.grpc.max_concurrent_streams)
+        .concurrency_limit_per_connection(config.grpc.max_concurrent_streams as usize)
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive));
+    if let Some(tls) = &config.grpc.tls {
+        let mut tls_config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key))
+            .timeout(config.grpc.handshake_timeout);
+        if let Some(ca) = &tls.client_ca {
+            tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        server = server
+            .tls_config(tls_config)
+            .context("gRPC TLS configuration")?;
+    }
+    Ok(server)
 }
 
 fn outcome(
@@ -263,18 +286,19 @@ fn outcome(
 }
 
 /// Start-up warnings for listeners reachable beyond this machine without their protection.
-fn warn_about_exposure(settings: &Settings, security: &Security) {
-    if !settings.http_addr.ip().is_loopback() && security.allowed.is_empty() {
+fn warn_about_exposure(config: &Config) {
+    if !config.http.addr.ip().is_loopback() && config.http.webhook_sources.allowed.is_empty() {
         tracing::warn!(
-            http = %settings.http_addr,
+            http = %config.http.addr,
             "the HTTP listener is not on loopback and http_allowed_cidrs is empty: anyone who can reach it can hold request slots (up to http_max_in_flight_per_source per address); list Argyle's addresses in http_allowed_cidrs"
         );
     }
+    let security = &config.security;
     let tokens = !security.token_hashes.is_empty()
-        || (settings.grpc_admin_enabled && !security.admin_token_hashes.is_empty());
-    if tokens && security.tls.is_none() && !settings.grpc_addr.ip().is_loopback() {
+        || (config.grpc.admin_enabled && !security.admin_token_hashes.is_empty());
+    if tokens && config.grpc.tls.is_none() && !config.grpc.addr.ip().is_loopback() {
         tracing::warn!(
-            grpc = %settings.grpc_addr,
+            grpc = %config.grpc.addr,
             "gRPC bearer tokens are configured on a plaintext listener that is not on loopback: tokens cross the network unencrypted; set grpc_tls_cert and grpc_tls_key"
         );
     }
@@ -282,11 +306,7 @@ fn warn_about_exposure(settings: &Settings, security: &Security) {
 
 /// Keeps gRPC health in step with the database: NOT_SERVING while it does not answer, refuses
 /// writes, or is no longer the file that was opened (see `Core::ready`).
-async fn follow_database_health(
-    core: Core,
-    reporter: tonic_health::server::HealthReporter,
-    shutdown: CancellationToken,
-) {
+async fn follow_database_health(core: Core, reporter: HealthReporter, shutdown: CancellationToken) {
     let mut serving = true;
     let mut interval = tokio::time::interval(HEALTH_PROBE_INTERVAL);
     loop {

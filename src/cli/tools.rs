@@ -12,6 +12,8 @@ use crate::domain::signature::{Secret, sign};
 
 pub fn print_config(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref(), &args)?;
+    // Checked as `serve` would (files read, CIDRs and hashes parsed), then printed as given.
+    settings.config()?;
     println!("{}", serde_json::to_string_pretty(&settings.redacted())?);
     Ok(())
 }

@@ -131,6 +131,11 @@ impl Core {
         self.store.db()
     }
 
+    /// Closes the database pool (at shutdown).
+    pub async fn close(&self) -> Result<(), CoreError> {
+        Ok(self.store.close().await?)
+    }
+
     /// True when the database answers a trivial query.
     pub async fn database_reachable(&self) -> bool {
         self.store.ping().await

@@ -8,8 +8,6 @@ mod webhook;
 
 use std::sync::Arc;
 
-use std::net::IpAddr;
-
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, State};
@@ -26,42 +24,9 @@ use crate::domain::signature::Secret;
 pub use error::ApiError;
 pub use serve::{ConnectionTimeouts, serve};
 
-/// Which sources may post webhooks.
-#[derive(Debug, Clone, Default)]
-pub struct SourcePolicy {
-    /// Allowed networks; empty allows any source.
-    pub allowed: Vec<ipnet::IpNet>,
-    /// Proxies whose `client_ip_header` is believed.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Header carrying the original client address (last entry), set by a trusted proxy.
-    pub client_ip_header: Option<String>,
-}
-
-impl SourcePolicy {
-    /// The address a request comes from: the peer, or, when the peer is a trusted proxy, the
-    /// last address in the configured header.
-    pub fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
-        let Some(name) = &self.client_ip_header else {
-            return peer;
-        };
-        if !self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
-            return peer;
-        }
-        headers
-            .get_all(name.as_str())
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-            .next_back()
-            .unwrap_or(peer)
-    }
-
-    /// True when `client` may post webhooks.
-    pub fn allows(&self, client: IpAddr) -> bool {
-        self.allowed.is_empty() || self.allowed.iter().any(|net| net.contains(&client))
-    }
-}
+/// Which client addresses may use an endpoint (webhooks, `/metrics`), and how to find a
+/// request's client address behind a trusted proxy.
+pub use crate::config::Sources as SourcePolicy;
 
 /// Protection of the HTTP listener as a whole.
 #[derive(Debug, Clone)]

@@ -1,6 +1,15 @@
-//! One settings tree, layered: built-in defaults < optional TOML file < `READINESS_*`
-//! environment variables < command-line flags. Keys are the same everywhere (the flag
-//! `--http-addr`, the variable `READINESS_HTTP_ADDR` and the TOML key `http_addr` are one setting).
+//! Settings. Outside, one flat set of keys, layered: built-in defaults < optional TOML file <
+//! `READINESS_*` environment variables < command-line flags; the flag `--http-addr`, the variable
+//! `READINESS_HTTP_ADDR` and the TOML key `http_addr` are one setting ([`Settings`]). Inside, a
+//! typed tree ([`Config`], in `tree`): every value parsed and checked once (durations, CIDRs,
+//! token hashes, TLS material read from its files), before any listener binds.
+
+mod tree;
+
+pub use tree::{
+    Config, DatabaseConfig, GrpcConfig, HttpConfig, IngestConfig, Security, Sources, StreamsConfig,
+    TlsFiles,
+};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -330,127 +339,8 @@ impl Settings {
                 return Err(ConfigError::Zero(name));
             }
         }
-        settings.security()?;
         Ok(settings)
     }
-
-    /// The per-source in-flight cap in effect: `http_max_in_flight_per_source`, or a quarter of
-    /// `http_max_in_flight` (rounded up) when unset; `None` when set to 0 (no per-source cap).
-    pub fn http_in_flight_per_source(&self) -> Option<usize> {
-        match self.http_max_in_flight_per_source {
-            None => Some(self.http_max_in_flight.div_ceil(4).max(1)),
-            Some(0) => None,
-            Some(cap) => Some(cap),
-        }
-    }
-
-    /// The security settings, read and checked (files loaded, CIDRs and hashes parsed).
-    pub fn security(&self) -> Result<Security, ConfigError> {
-        let cidrs = |setting: &'static str, values: &[String]| {
-            values
-                .iter()
-                .map(|value| {
-                    value
-                        .parse::<ipnet::IpNet>()
-                        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| ConfigError::Bad {
-                            setting,
-                            problem: format!("{value:?} is not a CIDR or address"),
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let mut hashes = self.grpc_token_sha256.clone();
-        if let Some(file) = &self.grpc_token_file {
-            let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Bad {
-                setting: "grpc_token_file",
-                problem: format!("{}: {error}", file.display()),
-            })?;
-            hashes.extend(
-                text.lines()
-                    .map(|line| line.split('#').next().unwrap_or_default().trim())
-                    .filter(|line| !line.is_empty())
-                    .map(str::to_owned),
-            );
-        }
-        let parse_hashes = |hashes: &[String]| {
-            hashes
-                .iter()
-                .map(|hash| {
-                    let bytes = hex::decode(hash).ok().filter(|bytes| bytes.len() == 32);
-                    bytes
-                        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                        .ok_or_else(|| ConfigError::Bad {
-                            setting: "grpc_token_sha256",
-                            problem:
-                                "each entry must be 64 hex digits (readiness hash-token prints one)"
-                                    .into(),
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let token_hashes = parse_hashes(&hashes)?;
-        let admin_token_hashes = parse_hashes(&self.grpc_admin_token_sha256)?;
-        let read = |setting: &'static str, path: &Option<PathBuf>| {
-            path.as_ref()
-                .map(|path| {
-                    std::fs::read(path).map_err(|error| ConfigError::Bad {
-                        setting,
-                        problem: format!("{}: {error}", path.display()),
-                    })
-                })
-                .transpose()
-        };
-        let tls = match (
-            read("grpc_tls_cert", &self.grpc_tls_cert)?,
-            read("grpc_tls_key", &self.grpc_tls_key)?,
-        ) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert,
-                key,
-                client_ca: read("grpc_tls_client_ca", &self.grpc_tls_client_ca)?,
-            }),
-            (None, None) if self.grpc_tls_client_ca.is_none() => None,
-            _ => {
-                return Err(ConfigError::Bad {
-                    setting: "grpc_tls_cert",
-                    problem: "TLS needs both grpc_tls_cert and grpc_tls_key (and they are required by grpc_tls_client_ca)".into(),
-                });
-            }
-        };
-        Ok(Security {
-            token_hashes,
-            admin_token_hashes,
-            allowed: cidrs("http_allowed_cidrs", &self.http_allowed_cidrs)?,
-            metrics_allowed: cidrs("metrics_allowed_cidrs", &self.metrics_allowed_cidrs)?,
-            trusted_proxies: cidrs("http_trusted_proxies", &self.http_trusted_proxies)?,
-            tls,
-        })
-    }
-}
-
-/// Checked security settings.
-#[derive(Clone)]
-pub struct Security {
-    /// SHA-256 of accepted gRPC bearer tokens; empty means gRPC is open.
-    pub token_hashes: Vec<[u8; 32]>,
-    /// SHA-256 of AdminService tokens; empty means the general tokens apply.
-    pub admin_token_hashes: Vec<[u8; 32]>,
-    /// Networks allowed to post webhooks; empty means any.
-    pub allowed: Vec<ipnet::IpNet>,
-    /// Networks allowed to read `/metrics`; empty means any.
-    pub metrics_allowed: Vec<ipnet::IpNet>,
-    /// Proxies whose client-address header is believed.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub tls: Option<TlsFiles>,
-}
-
-/// PEM contents for the gRPC listener.
-#[derive(Clone)]
-pub struct TlsFiles {
-    pub cert: Vec<u8>,
-    pub key: Vec<u8>,
-    pub client_ca: Option<Vec<u8>>,
 }
 
 impl Settings {
@@ -512,14 +402,45 @@ mod tests {
 
     #[test]
     fn the_per_source_cap_defaults_to_a_quarter_of_the_global_one_and_zero_turns_it_off() {
-        let mut settings = Settings::default();
-        assert_eq!(settings.http_in_flight_per_source(), Some(128));
+        let mut settings = Settings {
+            argyle_secrets: vec![Secret::new("s")],
+            ..Settings::default()
+        };
+        let cap = |settings: &Settings| settings.config().unwrap().http.max_in_flight_per_source;
+        assert_eq!(cap(&settings), Some(128));
         settings.http_max_in_flight = 6;
-        assert_eq!(settings.http_in_flight_per_source(), Some(2));
+        assert_eq!(cap(&settings), Some(2));
         settings.http_max_in_flight_per_source = Some(5);
-        assert_eq!(settings.http_in_flight_per_source(), Some(5));
+        assert_eq!(cap(&settings), Some(5));
         settings.http_max_in_flight_per_source = Some(0);
-        assert_eq!(settings.http_in_flight_per_source(), None);
+        assert_eq!(cap(&settings), None);
+    }
+
+    #[test]
+    fn the_typed_tree_names_the_setting_of_a_bad_value_and_hides_secrets() {
+        let settings = Settings {
+            argyle_secrets: vec![Secret::new("hunter2")],
+            database_url: "postgres://u:pw@h/db".into(),
+            metrics_allowed_cidrs: vec!["10.0.0.0/8".into(), "not-a-net".into()],
+            ..Settings::default()
+        };
+        let error = settings.config().unwrap_err().to_string();
+        assert!(error.starts_with("metrics_allowed_cidrs: "), "{error}");
+        let config = Settings {
+            metrics_allowed_cidrs: vec![],
+            ..settings
+        }
+        .config()
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains(":pw@"),
+            "{debug}"
+        );
+        assert_eq!(
+            config.http.request_timeout,
+            std::time::Duration::from_secs(30)
+        );
     }
 
     #[test]
