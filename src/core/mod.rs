@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::store::{self, StoreError};
 
-pub use commit::IngestOptions;
+pub use commit::{IngestBacklog, IngestOptions};
 pub use inbox::{DeliverySummary, InboxFilter, STATUSES};
 pub use ingest::{IngestReport, Outcome};
 pub use log::{Cursor, EventFilter, LoggedEvent, Start, StreamItem, StreamOptions};
@@ -120,6 +120,12 @@ impl Core {
     /// The database handle, for health checks and shutdown.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Where the deliveries handed to [`Core::ingest`] are: unanswered, and still queued for a
+    /// committer. Lets a caller (an operator's tool, a test) wait for a batch to form.
+    pub fn ingest_backlog(&self) -> IngestBacklog {
+        self.committer.backlog()
     }
 
     /// True when the database answers a trivial query.
