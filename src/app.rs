@@ -89,7 +89,9 @@ impl App {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` is cancelled or a server fails, then drains both.
+    /// Serves until `shutdown` is cancelled or a server fails, then drains both. Returns an error
+    /// if a server failed, or if requests still in flight at the end of the grace period had to
+    /// be cut off.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grace = Duration::from_secs(self.settings.shutdown_grace_secs);
         tracing::info!(
@@ -99,7 +101,7 @@ impl App {
             "serving"
         );
 
-        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let (mut reporter, health_service) = tonic_health::server::health_reporter();
         grpc::set_health(&reporter, true).await;
         let security = self.settings.security()?;
         let access = grpc::Access {
@@ -194,6 +196,8 @@ impl App {
         // Ends open streams, or tonic's drain would wait for them forever.
         self.core.shutdown();
         grpc::set_health(&reporter, false).await;
+        // Health watchers have seen NOT_SERVING; their streams would hold up the drain.
+        grpc::end_health_watches(&mut reporter).await;
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
 
         let drained = tokio::time::timeout(grace, async {
@@ -214,8 +218,15 @@ impl App {
             Err(_) => {
                 http.abort();
                 grpc.abort();
-                tracing::warn!("in-flight requests did not finish within the grace period");
-                Ok(())
+                // Visible to operators twice: this line, and a failed exit status of `serve`.
+                tracing::error!(
+                    grace_secs = grace.as_secs(),
+                    "in-flight requests did not finish within the grace period; cut off"
+                );
+                Err(anyhow::anyhow!(
+                    "shutdown forced: in-flight requests were cut off after the {} s grace period",
+                    grace.as_secs()
+                ))
             }
         };
         if let Err(error) = self.core.db().close_by_ref().await {

@@ -199,6 +199,12 @@ impl TestApp {
         }
     }
 
+    /// Begins a shutdown without waiting for it: returns the server's outcome to await.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        self.shutdown.cancel();
+        self.server.take().expect("the server is running")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }

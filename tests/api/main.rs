@@ -17,6 +17,7 @@ mod operations;
 mod readiness_scenarios;
 mod reports;
 mod security;
+mod shutdown;
 mod streams;
 mod tracing_export;
 mod webhook_answers;
