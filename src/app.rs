@@ -110,7 +110,9 @@ impl App {
         self.grpc_addr
     }
 
-    /// Serves until `shutdown` is cancelled or a server fails, then drains both.
+    /// Serves until `shutdown` is cancelled or a server fails, then drains both. Returns an error
+    /// if a server failed, or if requests still in flight at the end of the grace period had to
+    /// be cut off.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(
             http = %self.http_addr,
@@ -155,7 +157,10 @@ impl App {
         self.draining.cancel();
         // Ends open streams, or tonic's drain would wait for them forever.
         self.core.shutdown();
-        grpc::set_health(&self.health, false).await;
+        let mut health = self.health;
+        grpc::set_health(&health, false).await;
+        // Health watchers have seen NOT_SERVING; their streams would hold up the drain.
+        grpc::end_health_watches(&mut health).await;
         let grace = self.config.shutdown_grace;
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
 
@@ -177,8 +182,15 @@ impl App {
             Err(_) => {
                 http.abort();
                 grpc.abort();
-                tracing::warn!("in-flight requests did not finish within the grace period");
-                Ok(())
+                // Visible to operators twice: this line, and a failed exit status of `serve`.
+                tracing::error!(
+                    grace_secs = grace.as_secs(),
+                    "in-flight requests did not finish within the grace period; cut off"
+                );
+                Err(anyhow::anyhow!(
+                    "shutdown forced: in-flight requests were cut off after the {} s grace period",
+                    grace.as_secs()
+                ))
             }
         };
         if let Err(error) = self.core.close().await {

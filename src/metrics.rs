@@ -24,6 +24,8 @@ pub const STREAMS_OPEN: &str = "readiness_streams_open";
 pub const EVENTS_STREAMED: &str = "readiness_events_streamed_total";
 /// Seconds from an event's commit to its delivery to a live subscriber.
 pub const STREAM_LAG_SECONDS: &str = "readiness_stream_lag_seconds";
+/// Times a subscriber fell behind the live broadcast and went back to reading the database.
+pub const STREAM_FALLBACKS: &str = "readiness_stream_fallbacks_total";
 /// Database operations that failed (unreachable, timeout, refused).
 pub const DATABASE_ERRORS: &str = "readiness_database_errors_total";
 /// gRPC requests, by `method` and `code`.

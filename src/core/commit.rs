@@ -18,6 +18,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,6 +48,16 @@ impl Default for IngestOptions {
     }
 }
 
+/// Where the deliveries handed to ingestion are at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IngestBacklog {
+    /// Handed to `Core::ingest` and not answered yet.
+    pub unanswered: usize,
+    /// Of those, still waiting in a committer's queue (the others are in a transaction, or just
+    /// being answered).
+    pub queued: usize,
+}
+
 /// A queued delivery and where its answer goes.
 struct Pending {
     job: Job,
@@ -58,6 +69,24 @@ struct Pending {
 #[derive(Clone)]
 pub(super) struct Committer {
     queues: Arc<[mpsc::Sender<Pending>]>,
+    /// Deliveries submitted and not yet answered (see [`IngestBacklog`]).
+    unanswered: Arc<AtomicUsize>,
+}
+
+/// Counts a delivery as unanswered for as long as it lives, even if its caller gives up.
+struct Unanswered<'a>(&'a AtomicUsize);
+
+impl<'a> Unanswered<'a> {
+    fn count(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// What a committer task needs: the store, the SQLite writer lock, and the log to wake.
@@ -86,7 +115,22 @@ impl Committer {
                 queue
             })
             .collect();
-        Self { queues }
+        Self {
+            queues,
+            unanswered: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// How many deliveries are unanswered, and how many of those are still queued.
+    pub(super) fn backlog(&self) -> IngestBacklog {
+        IngestBacklog {
+            unanswered: self.unanswered.load(Ordering::SeqCst),
+            queued: self
+                .queues
+                .iter()
+                .map(|queue| queue.max_capacity() - queue.capacity())
+                .sum(),
+        }
     }
 
     /// Queues one delivery and waits until its batch has committed (or failed).
@@ -95,6 +139,7 @@ impl Committer {
     /// within a process two transactions never wait for each other's row locks, and cannot
     /// deadlock.
     pub(super) async fn submit(&self, job: Job) -> Result<IngestReport, CoreError> {
+        let _unanswered = Unanswered::count(&self.unanswered);
         let mut hasher = std::hash::DefaultHasher::new();
         match job.lock_key() {
             Some(user) => user.hash(&mut hasher),

@@ -356,6 +356,7 @@ impl Subscriber {
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "slow subscriber reads from the database");
+                        metrics::counter!(crate::metrics::STREAM_FALLBACKS).increment(1);
                         live = self.catch_up().await?;
                     }
                     Err(broadcast::error::RecvError::Closed) => {

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 
 use crate::store::{self, Store, StoreError};
 
-pub use commit::IngestOptions;
+pub use commit::{IngestBacklog, IngestOptions};
 pub use health::{NotReady, PROBE_INTERVAL};
 pub use ingest::{IngestReport, Outcome};
 pub use log::{Cursor, EventFilter, Start, StreamItem, StreamOptions};
@@ -134,6 +134,12 @@ impl Core {
     /// Closes the database pool (at shutdown).
     pub async fn close(&self) -> Result<(), CoreError> {
         Ok(self.store.close().await?)
+    }
+
+    /// Where the deliveries handed to [`Core::ingest`] are: unanswered, and still queued for a
+    /// committer. Lets a caller (an operator's tool, a test) wait for a batch to form.
+    pub fn ingest_backlog(&self) -> IngestBacklog {
+        self.committer.backlog()
     }
 
     /// True when the database answers a trivial query.

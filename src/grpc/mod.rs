@@ -182,6 +182,15 @@ pub(crate) async fn metered<T>(
     result
 }
 
+/// Ends every open `grpc.health.v1.Health/Watch` stream, after the status it last sent: such a
+/// stream never ends by itself, so a graceful shutdown would otherwise wait for it for the whole
+/// grace period. Call it after marking the services not serving, at shutdown only.
+pub async fn end_health_watches(reporter: &mut HealthReporter) {
+    for name in SERVICE_NAMES.into_iter().chain([""]) {
+        reporter.clear_service_status(name).await;
+    }
+}
+
 /// Marks our services (and the server as a whole, `""`) serving or not in `grpc.health.v1`.
 pub async fn set_health(reporter: &HealthReporter, serving: bool) {
     let status = if serving {

@@ -1,51 +1,19 @@
-//! The binary's commands as a user runs them: configuration precedence, `sign`, and a clean exit
-//! on SIGTERM.
+//! The binary's commands as a user runs them: configuration precedence, `sign`, `hash-token`, a
+//! refusal to serve without a secret, and a clean, prompt exit on SIGTERM.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use readiness::domain::signature::{Secret, sign};
 
-const BIN: &str = env!("CARGO_BIN_EXE_readiness");
-const SETTINGS_VARS: [&str; 29] = [
-    "READINESS_CONFIG",
-    "READINESS_DATABASE_URL",
-    "READINESS_HTTP_ADDR",
-    "READINESS_GRPC_ADDR",
-    "READINESS_ARGYLE_SECRETS",
-    "READINESS_MAX_BODY_BYTES",
-    "READINESS_DATABASE_MAX_CONNECTIONS",
-    "READINESS_DATABASE_TIMEOUT_SECS",
-    "READINESS_SHUTDOWN_GRACE_SECS",
-    "READINESS_STREAM_HEARTBEAT_MS",
-    "READINESS_STREAM_POLL_MS",
-    "READINESS_STREAM_BROADCAST_CAPACITY",
-    "READINESS_GRPC_TOKEN_SHA256",
-    "READINESS_GRPC_TOKEN_FILE",
-    "READINESS_GRPC_OPEN_HEALTH",
-    "READINESS_GRPC_OPEN_REFLECTION",
-    "READINESS_GRPC_ADMIN_ENABLED",
-    "READINESS_GRPC_ADMIN_TOKEN_SHA256",
-    "READINESS_GRPC_TLS_CERT",
-    "READINESS_GRPC_TLS_KEY",
-    "READINESS_GRPC_TLS_CLIENT_CA",
-    "READINESS_GRPC_MAX_MESSAGE_BYTES",
-    "READINESS_GRPC_MAX_CONCURRENT_STREAMS",
-    "READINESS_HTTP_ALLOWED_CIDRS",
-    "READINESS_HTTP_CLIENT_IP_HEADER",
-    "READINESS_HTTP_TRUSTED_PROXIES",
-    "READINESS_HTTP_REQUEST_TIMEOUT_SECS",
-    "READINESS_HTTP_MAX_IN_FLIGHT",
-    "READINESS_LOG_FORMAT",
-];
+use crate::helpers::process::{self, ChildProcess, ServeProcess};
+
+/// Long enough for anything that should happen; only reached when something is broken.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 fn command() -> Command {
-    let mut command = Command::new(BIN);
-    for var in SETTINGS_VARS {
-        command.env_remove(var);
-    }
-    command
+    process::readiness()
 }
 
 #[test]
@@ -97,10 +65,21 @@ fn flags_override_the_environment_which_overrides_the_toml_file() {
 
 #[test]
 fn serve_refuses_to_start_without_a_webhook_secret() {
-    let output = command().args(["config"]).output().unwrap();
-    assert!(!output.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let output = process::run(
+        process::serve_command(0, 0).env(
+            "READINESS_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display()),
+        ),
+        PATIENCE,
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("READINESS_ARGYLE_SECRETS"), "{stderr}");
+    assert!(
+        !stderr.contains("\"serving\""),
+        "nothing was served: {stderr}"
+    );
 }
 
 #[test]
@@ -121,71 +100,72 @@ fn sign_prints_the_signature_argyle_would_send() {
         expected
     );
 
-    let mut child = command()
-        .args(["sign"])
-        .env("READINESS_ARGYLE_SECRETS", "s3cret,other")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(body).unwrap();
-    let from_stdin = child.wait_with_output().unwrap();
-    assert_eq!(
-        String::from_utf8(from_stdin.stdout).unwrap().trim(),
-        expected
+    let from_stdin = with_stdin(
+        command()
+            .args(["sign"])
+            .env("READINESS_ARGYLE_SECRETS", "s3cret,other"),
+        body,
     );
+    assert_eq!(from_stdin.trim(), expected);
+}
+
+/// Runs `command` with `input` on its standard input; returns its standard output.
+fn with_stdin(command: &mut Command, input: &[u8]) -> String {
+    let mut child = ChildProcess::spawn(command.stdin(Stdio::piped()).stdout(Stdio::piped()));
+    child.0.stdin.take().unwrap().write_all(input).unwrap();
+    let mut output = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    assert!(child.wait_for_exit(PATIENCE).success());
+    output
 }
 
 #[test]
-fn serve_exits_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = command()
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--grpc-addr",
-            "127.0.0.1:0",
-        ])
-        .env("READINESS_ARGYLE_SECRETS", "s")
-        .env(
-            "READINESS_DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display()),
-        )
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("serving") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited before serving"
-        );
-    }
+fn hash_token_prints_the_sha256_that_grpc_token_sha256_expects() {
+    let token = format!("token-{}", uuid::Uuid::new_v4());
+    // SHA-256 of the token's bytes, in lower-case hex, computed independently of the service.
+    let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    let bare = with_stdin(command().arg("hash-token"), token.as_bytes());
+    assert_eq!(bare, format!("{expected}\n"));
+    let from_echo = with_stdin(command().arg("hash-token"), format!("{token}\n").as_bytes());
+    assert_eq!(
+        from_echo.trim(),
+        expected,
+        "`echo` without -n gives the same hash"
+    );
+    assert_eq!(readiness::grpc::hash_token(&token), expected);
+}
+
+#[test]
+fn serve_exits_cleanly_and_promptly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServeProcess::start(
+        process::serve_command(0, 0)
+            .args(["--shutdown-grace-secs", "10"])
+            .env("READINESS_ARGYLE_SECRETS", "s")
+            .env(
+                "READINESS_DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display()),
+            )
+            .env("RUST_LOG", "info"),
+    );
+
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "still running after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status {status}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    assert!(rest.contains("stopped"), "{rest}");
+    server.terminate();
+    let status = server.wait_for_exit(PATIENCE);
+    let took = started.elapsed();
+
+    let logs = server.logs();
+    assert!(status.success(), "exit status {status}: {logs}");
+    // Nothing was in flight: shutdown does not wait for the 10 s grace period.
+    assert!(took < Duration::from_secs(3), "took {took:?}: {logs}");
+    assert!(logs.contains("\"stopped\""), "{logs}");
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //! stream resumes from its last cursor with no gap.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,6 +15,7 @@ use readiness::store::entities::{event, report};
 use sea_orm::{Database, EntityTrait, QueryOrder};
 use tokio::sync::Mutex;
 
+use crate::helpers::process::{ServeProcess, serve_command};
 use crate::helpers::{SECRET, TestDatabase, body, new_id};
 
 fn free_port() -> u16 {
@@ -26,51 +26,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    async fn start(url: &str, http: u16, grpc: u16) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_readiness"))
-            .args([
-                "serve",
-                "--http-addr",
-                &format!("127.0.0.1:{http}"),
-                "--grpc-addr",
-                &format!("127.0.0.1:{grpc}"),
-            ])
+/// `readiness serve` on fixed ports (the restart reuses them), killed and reaped on drop.
+fn start_server(url: &str, http: u16, grpc: u16) -> ServeProcess {
+    ServeProcess::start(
+        serve_command(http, grpc)
             .env("READINESS_DATABASE_URL", url)
             .env("READINESS_ARGYLE_SECRETS", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // From here on, Drop kills and reaps the child whatever happens.
-        let server = Self { child };
-        let client = reqwest::Client::new();
-        for _ in 0..300 {
-            let ready = client
-                .get(format!("http://127.0.0.1:{http}/readyz"))
-                .send()
-                .await;
-            if ready.is_ok_and(|response| response.status() == 200) {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the server did not become ready");
-    }
-
-    fn kill_9(mut self) {
-        let status = Command::new("kill")
-            .args(["-9", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.child.wait().unwrap();
-    }
+            .env("RUST_LOG", "info"),
+    )
 }
 
 async fn report_stream(
@@ -114,7 +77,7 @@ async fn collect(
 async fn a_kill_9_under_load_loses_no_acknowledged_delivery_and_streams_resume_without_gaps() {
     let (_database, url) = TestDatabase::create().await;
     let (http, grpc) = (free_port(), free_port());
-    let server = Server::start(&url, http, grpc).await;
+    let server = start_server(&url, http, grpc);
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stream = report_stream(
@@ -172,7 +135,7 @@ async fn a_kill_9_under_load_loses_no_acknowledged_delivery_and_streams_resume_w
     );
     server.kill_9();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let server = Server::start(&url, http, grpc).await;
+    let server = start_server(&url, http, grpc);
     tokio::time::sleep(Duration::from_millis(700)).await;
     stop.store(true, Ordering::Relaxed);
     for sender in senders {

@@ -3,20 +3,28 @@
 //! itself, and loses nothing it acknowledged. PostgreSQL faults use a private server started by
 //! the test (`initdb` + `pg_ctl` on a temporary directory and port), never the shared one.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use readiness::grpc::pb;
+use tonic::Code;
 
 use readiness::store::entities::delivery;
-use sea_orm::{ConnectionTrait, Database, EntityTrait};
+use sea_orm::{Database, EntityTrait};
 use sha2::{Digest, Sha256};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::helpers::process::ChildProcess;
 use crate::helpers::{TestApp, body, new_id};
+
+/// Long enough for anything that should happen; only reached when something is broken.
+const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A throw-away PostgreSQL server owned by the `postgres` user.
 struct PrivatePostgres {
@@ -167,6 +175,47 @@ where
     panic!("never happened: {what}");
 }
 
+/// Every unary query, each about something that does not exist: the method, the status code it
+/// got (`Ok` for an answer), and the code it gets while the database is up.
+async fn unary_calls(app: &TestApp) -> Vec<(&'static str, Code, Code)> {
+    fn code<T>(result: Result<T, tonic::Status>) -> Code {
+        result.err().map_or(Code::Ok, |status| status.code())
+    }
+    let (mut readiness, mut reports) = (app.readiness_client().await, app.report_client().await);
+    let user = pb::GetUserReadinessRequest {
+        user: Some(pb::get_user_readiness_request::User::UserId(new_id())),
+    };
+    let report = pb::GetReportRequest {
+        report: Some(pb::get_report_request::Report::Id(new_id())),
+    };
+    let reports_of = pb::ListReportsRequest {
+        user_id: new_id(),
+        ..Default::default()
+    };
+    vec![
+        (
+            "GetUserReadiness",
+            code(readiness.get_user_readiness(user).await),
+            Code::NotFound,
+        ),
+        (
+            "ListUsers",
+            code(readiness.list_users(pb::ListUsersRequest::default()).await),
+            Code::Ok,
+        ),
+        (
+            "GetReport",
+            code(reports.get_report(report).await),
+            Code::NotFound,
+        ),
+        (
+            "ListReports",
+            code(reports.list_reports(reports_of).await),
+            Code::Ok,
+        ),
+    ]
+}
+
 fn sha(body: &str) -> String {
     hex::encode(Sha256::digest(body.as_bytes()))
 }
@@ -205,8 +254,13 @@ async fn postgres_going_away_gives_503_and_not_ready_then_recovers_and_loses_not
 
     postgres.stop();
 
-    let (status, answer) = app.deliver(&body::connected(&new_id(), &new_id())).await;
+    let refused = body::connected(&new_id(), &new_id());
+    let (status, answer) = app.deliver(&refused).await;
     assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "database_unavailable");
+    for (call, code, _) in unary_calls(&app).await {
+        assert_eq!(code, Code::Unavailable, "{call} while the database is down");
+    }
     eventually("/readyz fails", || async {
         app.client
             .get(app.url("/readyz"))
@@ -242,6 +296,12 @@ async fn postgres_going_away_gives_503_and_not_ready_then_recovers_and_loses_not
         health(&app).await == ServingStatus::Serving
     })
     .await;
+    for (call, code, when_up) in unary_calls(&app).await {
+        assert_eq!(code, when_up, "{call} once the database is back");
+    }
+    // A 503 stored nothing: the sender's retry is applied as new, not a duplicate.
+    let retried = app.deliver_ok(&refused).await;
+    assert_eq!(retried["status"], "applied", "{retried}");
 
     stop_sending.store(true, Ordering::Relaxed);
     let outcomes = sender.await.unwrap();
@@ -280,23 +340,64 @@ async fn postgres_going_away_gives_503_and_not_ready_then_recovers_and_loses_not
     Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
 }
 
+/// Takes SQLite's write lock on the database file given as its argument, says `locked`, and holds
+/// the lock until its standard input closes. Python's standard `sqlite3` module: another process,
+/// as another program would hold the file.
+const HOLD_SQLITE_LOCK: &str = "import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('BEGIN EXCLUSIVE')
+print('locked', flush=True)
+sys.stdin.read()
+c.execute('COMMIT')
+";
+
 #[tokio::test]
-async fn a_sqlite_file_locked_by_another_process_gives_503_not_a_hang() {
+async fn a_sqlite_file_locked_by_another_process_gives_503_not_a_hang_and_stores_nothing() {
     let app = TestApp::spawn_with(|settings| settings.database_timeout_secs = 1).await;
     if app.on_postgres() {
         app.stop().await;
         return;
     }
     let url = app.database_url();
-    let other = Database::connect(&url).await.unwrap();
-    other.execute_unprepared("BEGIN EXCLUSIVE").await.unwrap();
+    let path = url
+        .strip_prefix("sqlite://")
+        .and_then(|rest| rest.split('?').next())
+        .unwrap()
+        .to_owned();
+    let mut holder = ChildProcess::spawn(
+        Command::new("python3")
+            .args(["-c", HOLD_SQLITE_LOCK, &path])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let stdout = holder.0.stdout.take().unwrap();
+    let said = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(said.trim(), "locked", "the other process holds the lock");
 
-    let (status, answer) = app.deliver(&body::connected(&new_id(), &new_id())).await;
+    let delivery = body::connected(&new_id(), &new_id());
+    let started = Instant::now();
+    let (status, answer) = app.deliver(&delivery).await;
     assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "database_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered after {:?}, not a hang",
+        started.elapsed()
+    );
 
-    other.execute_unprepared("COMMIT").await.unwrap();
-    other.close().await.ok();
-    let (status, _) = app.deliver(&body::connected(&new_id(), &new_id())).await;
-    assert_eq!(status, 200);
+    drop(holder.0.stdin.take());
+    let released = tokio::task::spawn_blocking(move || holder.wait_for_exit(PATIENCE))
+        .await
+        .unwrap();
+    assert!(released.success(), "the other process committed and exited");
+    // A 503 stored nothing: the sender's retry is applied as new, not a duplicate.
+    let answer = app.deliver_ok(&delivery).await;
+    assert_eq!(answer["status"], "applied", "{answer}");
     app.stop().await;
 }

@@ -1,10 +1,16 @@
 //! Group commit: deliveries that arrive while a commit is busy share the next transaction, each
 //! sender is answered only after that transaction commits, and a delivery that makes the database
 //! fail does not fail the others of its batch. The tests make a batch form for certain by holding
-//! the deliveries table's write lock from another connection while the deliveries arrive.
+//! the deliveries table's write lock from another connection while the deliveries arrive, and
+//! wait on the service's ingestion backlog (never on a timer) to know they have queued. On
+//! PostgreSQL a deferred trigger also holds back a COMMIT itself, to show no answer precedes it.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use readiness::core::IngestBacklog;
 
 use readiness::store::entities::event;
 use sea_orm::{
@@ -41,28 +47,76 @@ async fn hold_writes(app: &TestApp, other: &DatabaseConnection) -> DatabaseTrans
 
 type Answered = (String, u16, Value);
 
-/// Holds the deliveries table from another connection, sends one delivery (its commit then waits
-/// for the lock), sends `queued` (they queue behind that commit), checks that nothing is stored
-/// yet, and releases the lock. Returns every answer: body, status and JSON.
+/// Long enough for anything that should happen; only reached when something is broken.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Waits until the service's ingestion backlog satisfies `condition`.
+async fn wait_for_backlog(app: &TestApp, what: &str, condition: impl Fn(IngestBacklog) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let backlog = app.core.ingest_backlog();
+        if condition(backlog) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never happened: {what} (backlog {backlog:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Holds the deliveries table from another connection, sends one delivery and waits until the
+/// committer has taken it (its commit then waits for the lock), sends `queued` and waits until
+/// they all queue behind that commit, checks that no sender has been answered and nothing is
+/// stored yet, and releases the lock. Returns every answer: body, status and JSON.
 async fn queue_behind_a_busy_commit(app: &TestApp, queued: Vec<String>) -> Vec<Answered> {
     let other = Database::connect(&app.database_url()).await.unwrap();
     let hold = hold_writes(app, &other).await;
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
     let send = |tasks: &mut JoinSet<Answered>, bodies: Vec<String>| {
         for body in bodies {
-            let request = app.signed_request(body.clone());
+            let (request, answered) = (app.signed_request(body.clone()), answered.clone());
             tasks.spawn(async move {
                 let response = request.send().await.expect("request sent");
+                answered.fetch_add(1, Ordering::SeqCst);
                 let status = response.status().as_u16();
                 let answer = response.json().await.unwrap_or(Value::Null);
                 (body, status, answer)
             });
         }
     };
+    let no_answer_yet = || {
+        assert_eq!(
+            answered.load(Ordering::SeqCst),
+            0,
+            "no sender is answered before the commit that stores its delivery"
+        );
+    };
+    // Each wait also ends early if a sender is answered, which fails the test at once.
+    let answered_early = || answered.load(Ordering::SeqCst) > 0;
     send(&mut tasks, vec![body::connected(&new_id(), &new_id())]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_backlog(app, "the first delivery's commit waits for the lock", |b| {
+        answered_early()
+            || b == IngestBacklog {
+                unanswered: 1,
+                queued: 0,
+            }
+    })
+    .await;
+    no_answer_yet();
+    let count = queued.len();
     send(&mut tasks, queued);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_backlog(app, "the other deliveries queue behind it", |b| {
+        answered_early()
+            || b == IngestBacklog {
+                unanswered: 1 + count,
+                queued: count,
+            }
+    })
+    .await;
+    no_answer_yet();
     assert!(
         app.deliveries().await.is_empty(),
         "nothing is stored while the table is locked"
@@ -76,6 +130,17 @@ async fn queue_behind_a_busy_commit(app: &TestApp, queued: Vec<String>) -> Vec<A
     answers
 }
 
+/// How many events each commit appended (a batch's events share its commit time), ascending.
+async fn events_per_commit(app: &TestApp) -> Vec<usize> {
+    let mut per_commit: BTreeMap<String, usize> = BTreeMap::new();
+    for row in event::Entity::find().all(app.core.db()).await.unwrap() {
+        *per_commit.entry(row.recorded_at.to_rfc3339()).or_default() += 1;
+    }
+    let mut sizes: Vec<usize> = per_commit.into_values().collect();
+    sizes.sort_unstable();
+    sizes
+}
+
 #[tokio::test]
 async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
     let app = spawn_app().await;
@@ -86,16 +151,9 @@ async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(app.deliveries().await.len(), 9);
-    // Every delivery of a user's first connection logs two events (account, readiness); a batch's
-    // events share the batch's commit time.
-    let mut per_commit: BTreeMap<String, usize> = BTreeMap::new();
-    for row in event::Entity::find().all(app.core.db()).await.unwrap() {
-        *per_commit.entry(row.recorded_at.to_rfc3339()).or_default() += 1;
-    }
-    let mut sizes: Vec<usize> = per_commit.into_values().collect();
-    sizes.sort_unstable();
+    // Every delivery of a user's first connection logs two events (account, readiness).
     assert_eq!(
-        sizes,
+        events_per_commit(&app).await,
         vec![2, 16],
         "the first delivery commits alone; the eight that queued behind it commit together"
     );
@@ -148,6 +206,14 @@ async fn a_delivery_the_database_refuses_does_not_fail_the_rest_of_its_batch() {
         stored
             .iter()
             .all(|row| !String::from_utf8_lossy(&row.body).contains("poison"))
+    );
+    // The nine queued together, so they formed one batch (as in the test above, where eight
+    // such deliveries commit together). The poison failed that batch: each of the eight good
+    // deliveries was then committed alone.
+    assert_eq!(
+        events_per_commit(&app).await,
+        vec![2; 9],
+        "the first delivery alone, then each good delivery of the failed batch alone"
     );
     app.stop().await;
 }
@@ -202,5 +268,78 @@ async fn a_batch_applies_several_deliveries_for_one_user_and_answers_copies_of_a
         pb::AccountState::Synced
     );
     assert_eq!(app.deliveries().await.len(), 5, "one row per distinct body");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_sender_is_answered_only_once_the_commit_holding_its_delivery_has_finished() {
+    let app = spawn_app().await;
+    if !app.on_postgres() {
+        // Holding back a COMMIT (not the statements before it) from outside needs PostgreSQL's
+        // deferred triggers; the committer code is the same on SQLite.
+        app.stop().await;
+        return;
+    }
+    let other = Database::connect(&app.database_url()).await.unwrap();
+    // Every commit that stored a delivery first waits for advisory lock 4242.
+    other
+        .execute_unprepared(
+            "CREATE FUNCTION wait_for_the_test() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END $$",
+        )
+        .await
+        .unwrap();
+    other
+        .execute_unprepared(
+            "CREATE CONSTRAINT TRIGGER commit_waits AFTER INSERT ON deliveries \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION wait_for_the_test()",
+        )
+        .await
+        .unwrap();
+    let hold = other.begin().await.unwrap();
+    hold.execute_unprepared("SELECT pg_advisory_xact_lock(4242)")
+        .await
+        .unwrap();
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let sender = tokio::spawn({
+        let (request, answered) = (
+            app.signed_request(body::connected(&new_id(), &new_id())),
+            answered.clone(),
+        );
+        async move {
+            let response = request.send().await.expect("request sent");
+            answered.fetch_add(1, Ordering::SeqCst);
+            response.status().as_u16()
+        }
+    });
+    // The delivery is stored and applied; its COMMIT now waits for the lock.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let waiting = other
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index::<i64>(0)
+            .unwrap();
+        if waiting > 0 || answered.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the commit never began");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        answered.load(Ordering::SeqCst),
+        0,
+        "no answer while the commit is held back"
+    );
+    hold.rollback().await.unwrap();
+    assert_eq!(sender.await.unwrap(), 200);
+    assert_eq!(app.deliveries().await.len(), 1);
+    other.close().await.ok();
     app.stop().await;
 }

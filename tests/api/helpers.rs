@@ -199,6 +199,12 @@ impl TestApp {
         }
     }
 
+    /// Begins a shutdown without waiting for it: returns the server's outcome to await.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        self.shutdown.cancel();
+        self.server.take().expect("the server is running")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }
@@ -387,5 +393,207 @@ pub mod body {
             data["report_id"] = json!(id);
         }
         json!({"event": "reports.generated", "name": "readiness-test", "data": data}).to_string()
+    }
+}
+
+pub mod process {
+    //! Child processes of the tests: `readiness serve` and small helpers. Every child is killed
+    //! and reaped when its guard is dropped, so a failing test leaves nothing running.
+
+    use std::io::{BufRead, BufReader, Read};
+    use std::net::SocketAddr;
+    use std::process::{Child, Command, ExitStatus, Output, Stdio};
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::thread::JoinHandle;
+    use std::time::{Duration, Instant};
+
+    /// The `readiness` binary under test.
+    pub const BIN: &str = env!("CARGO_BIN_EXE_readiness");
+
+    /// Long enough for a debug build to start on a loaded machine; only reached when broken.
+    const START_PATIENCE: Duration = Duration::from_secs(60);
+
+    /// `readiness` with no `READINESS_*` setting inherited from the test's environment.
+    pub fn readiness() -> Command {
+        let mut command = Command::new(BIN);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("READINESS_") {
+                command.env_remove(name);
+            }
+        }
+        command
+    }
+
+    /// `readiness serve` on these ports (0 picks one) with JSON logs on stderr.
+    pub fn serve_command(http: u16, grpc: u16) -> Command {
+        let mut command = readiness();
+        command.args([
+            "serve",
+            "--http-addr",
+            &format!("127.0.0.1:{http}"),
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--log-format",
+            "json",
+        ]);
+        command
+    }
+
+    /// A child process that is killed (SIGKILL) and reaped when dropped.
+    pub struct ChildProcess(pub Child);
+
+    impl ChildProcess {
+        pub fn spawn(command: &mut Command) -> Self {
+            Self(command.spawn().expect("the process starts"))
+        }
+
+        /// Sends SIGTERM (a graceful stop).
+        pub fn terminate(&self) {
+            let sent = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(sent.success(), "SIGTERM sent");
+        }
+
+        /// Waits for the process to exit; panics (and so kills it) after `patience`.
+        pub fn wait_for_exit(&mut self, patience: Duration) -> ExitStatus {
+            let started = Instant::now();
+            loop {
+                if let Some(status) = self.0.try_wait().expect("the process can be waited for") {
+                    return status;
+                }
+                assert!(
+                    started.elapsed() < patience,
+                    "still running after {patience:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    impl Drop for ChildProcess {
+        fn drop(&mut self) {
+            // Both fail harmlessly when the process was already reaped.
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Runs `command` to completion with its output captured; kills it after `patience`.
+    pub fn run(command: &mut Command, patience: Duration) -> Output {
+        let mut child = ChildProcess::spawn(
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = drain(child.0.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.0.stderr.take().map(|p| Box::new(p) as _));
+        let status = child.wait_for_exit(patience);
+        Output {
+            status,
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        }
+    }
+
+    /// A running `readiness serve` (from [`serve_command`]) and everything it has logged.
+    pub struct ServeProcess {
+        process: ChildProcess,
+        pub http: SocketAddr,
+        pub grpc: SocketAddr,
+        log: Arc<Mutex<Vec<u8>>>,
+        reader: Option<JoinHandle<()>>,
+    }
+
+    impl ServeProcess {
+        /// Starts the server and waits for its `serving` log line (which gives the bound
+        /// addresses).
+        pub fn start(command: &mut Command) -> Self {
+            let mut process = ChildProcess::spawn(
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped()),
+            );
+            let stderr = process.0.stderr.take().expect("stderr is piped");
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let (serving, addresses) = mpsc::channel();
+            let reader = {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut lines = BufReader::new(stderr);
+                    let mut line = String::new();
+                    while lines.read_line(&mut line).is_ok_and(|read| read > 0) {
+                        log.lock().unwrap().extend_from_slice(line.as_bytes());
+                        if let Some(bound) = serving_addresses(&line) {
+                            let _ = serving.send(bound);
+                        }
+                        line.clear();
+                    }
+                })
+            };
+            let (http, grpc) = match addresses.recv_timeout(START_PATIENCE) {
+                Ok(bound) => bound,
+                Err(error) => panic!(
+                    "the server did not start ({error}): {}",
+                    String::from_utf8_lossy(&log.lock().unwrap())
+                ),
+            };
+            Self {
+                process,
+                http,
+                grpc,
+                log,
+                reader: Some(reader),
+            }
+        }
+
+        pub fn terminate(&self) {
+            self.process.terminate();
+        }
+
+        /// Kills the server at once (SIGKILL), like a crash, and reaps it.
+        pub fn kill_9(mut self) {
+            self.process.0.kill().expect("SIGKILL sent");
+            self.wait_for_exit(START_PATIENCE);
+        }
+
+        /// Waits for the server to exit and for the rest of its log.
+        pub fn wait_for_exit(&mut self, patience: Duration) -> ExitStatus {
+            let status = self.process.wait_for_exit(patience);
+            if let Some(reader) = self.reader.take() {
+                reader.join().unwrap();
+            }
+            status
+        }
+
+        /// Everything logged so far.
+        pub fn logs(&self) -> String {
+            String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+        }
+    }
+
+    /// The HTTP and gRPC addresses of the JSON `serving` line, if `line` is it.
+    fn serving_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = &value["fields"];
+        if fields["message"] != "serving" {
+            return None;
+        }
+        Some((
+            fields["http"].as_str()?.parse().ok()?,
+            fields["grpc"].as_str()?.parse().ok()?,
+        ))
     }
 }

@@ -1,8 +1,10 @@
 //! The bad-input matrix for `POST /webhooks/argyle`: every case gets its exact status, never a
-//! 5xx, and stores a delivery only where it should (signed bodies are kept for inspection;
-//! unsigned, oversized or mistyped requests leave no trace).
+//! 5xx, the `error` code of the README's table, a message naming the bad field, and stores a
+//! delivery only where it should (signed bodies are kept for inspection, and the 400 answer gives
+//! their `delivery_id`; unsigned, oversized or mistyped requests leave no trace).
 
 use readiness::domain::signature::{Secret, sign};
+use readiness::store::entities::delivery;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -26,6 +28,8 @@ struct Case {
     wire: Wire,
     status: u16,
     stored: bool,
+    /// For a 400: the field the message names (the text before its first `: `).
+    path: Option<&'static str>,
 }
 
 fn signed(name: &'static str, body: impl Into<Vec<u8>>, status: u16, stored: bool) -> Case {
@@ -42,6 +46,7 @@ fn signed(name: &'static str, body: impl Into<Vec<u8>>, status: u16, stored: boo
         wire: Wire::Sized,
         status,
         stored,
+        path: None,
     }
 }
 
@@ -216,39 +221,46 @@ fn cases() -> Vec<Case> {
     let many: Vec<_> = (0..1001)
         .map(|_| json!({"id": new_id(), "last_synced_at": "2024-01-08T12:00:00Z"}))
         .collect();
-    let invalid: Vec<(&'static str, Vec<u8>)> = vec![
-        ("empty body", vec![]),
-        ("invalid UTF-8", vec![0x7b, 0xff, 0xfe, 0x7d]),
-        ("invalid JSON", b"{\"event\": ".to_vec()),
-        ("deeply nested JSON", nested.into_bytes()),
-        ("a JSON array", b"[1,2,3]".to_vec()),
-        ("a JSON string", b"\"accounts.connected\"".to_vec()),
-        ("JSON null", b"null".to_vec()),
+    // Each with the field its message must name ("$" is the body as a whole).
+    let invalid: Vec<(&'static str, Vec<u8>, &'static str)> = vec![
+        ("empty body", vec![], "$"),
+        ("invalid UTF-8", vec![0x7b, 0xff, 0xfe, 0x7d], "$"),
+        ("invalid JSON", b"{\"event\": ".to_vec(), "$"),
+        ("deeply nested JSON", nested.into_bytes(), "$"),
+        ("a JSON array", b"[1,2,3]".to_vec(), "$"),
+        ("a JSON string", b"\"accounts.connected\"".to_vec(), "$"),
+        ("JSON null", b"null".to_vec(), "$"),
         (
             "a number out of range",
             br#"{"event":"x","data":{"n":1e999}}"#.to_vec(),
+            "$",
         ),
         (
             "a byte-order mark",
             [&[0xef, 0xbb, 0xbf][..], connected().as_bytes()].concat(),
+            "$",
         ),
         (
             "missing event",
             json!({"data": {"user": user}}).to_string().into_bytes(),
+            "$",
         ),
         (
             "missing data",
             json!({"event": "accounts.connected"})
                 .to_string()
                 .into_bytes(),
+            "data",
         ),
         (
             "event not a string",
             json!({"event": 7, "data": {}}).to_string().into_bytes(),
+            "$.event",
         ),
         (
             "data not an object",
             event("accounts.connected", json!([user])).into_bytes(),
+            "data",
         ),
         (
             "user not a UUID",
@@ -257,10 +269,12 @@ fn cases() -> Vec<Case> {
                 json!({"user": "u-1", "account": account}),
             )
             .into_bytes(),
+            "data.user",
         ),
         (
             "account not a UUID",
             event("accounts.removed", json!({"user": user, "account": 12})).into_bytes(),
+            "data.account",
         ),
         (
             "ready account id not a UUID",
@@ -269,6 +283,7 @@ fn cases() -> Vec<Case> {
                 json!({"user": user, "accounts": [{"id": "x", "last_synced_at": null}]}),
             )
             .into_bytes(),
+            "data.accounts[0].id",
         ),
         (
             "last_synced_at not a time",
@@ -277,6 +292,7 @@ fn cases() -> Vec<Case> {
                 json!({"user": user, "accounts": [{"id": account, "last_synced_at": "yesterday"}]}),
             )
             .into_bytes(),
+            "data.accounts[0].last_synced_at",
         ),
         (
             "accounts not an array",
@@ -285,10 +301,12 @@ fn cases() -> Vec<Case> {
                 json!({"user": user, "accounts": {"id": account}}),
             )
             .into_bytes(),
+            "data.accounts",
         ),
         (
             "a huge accounts array",
             event("reports.ready", json!({"user": user, "accounts": many})).into_bytes(),
+            "data.accounts",
         ),
         (
             "error code not a string",
@@ -297,6 +315,7 @@ fn cases() -> Vec<Case> {
                 json!({"user": user, "account": account, "error_code": 5}),
             )
             .into_bytes(),
+            "data.error_code",
         ),
         (
             "resource not an object",
@@ -305,6 +324,7 @@ fn cases() -> Vec<Case> {
                 json!({"user": user, "account": account, "resource": "x"}),
             )
             .into_bytes(),
+            "data.resource",
         ),
         (
             "NUL inside a string",
@@ -313,6 +333,7 @@ fn cases() -> Vec<Case> {
                 json!({"user": user, "account": account, "error_message": "a\u{0}b"}),
             )
             .into_bytes(),
+            "data.error_message",
         ),
         (
             "an over-long external id",
@@ -321,6 +342,7 @@ fn cases() -> Vec<Case> {
                 json!({"user": user, "external_id": "e".repeat(300), "accounts": []}),
             )
             .into_bytes(),
+            "data.external_id",
         ),
         (
             "an over-long report id",
@@ -329,18 +351,23 @@ fn cases() -> Vec<Case> {
                 json!({"user": user, "type": "voie", "report_id": "r".repeat(300)}),
             )
             .into_bytes(),
+            "data.report_id",
         ),
         (
             "an over-long event name",
             event(&"e".repeat(300), json!({})).into_bytes(),
+            "event",
         ),
         (
             "an empty report type",
             event("reports.generated", json!({"user": user, "type": " "})).into_bytes(),
+            "data.type",
         ),
     ];
-    for (name, body) in invalid {
-        cases.push(signed(name, body, 400, true));
+    for (name, body, path) in invalid {
+        let mut case = signed(name, body, 400, true);
+        case.path = Some(path);
+        cases.push(case);
     }
 
     // Accepted as they are.
@@ -375,8 +402,8 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-/// Sends one request over a fresh connection and returns the status code.
-async fn send(app: &TestApp, case: &Case) -> u16 {
+/// Sends one request over a fresh connection and returns the status code and the body.
+async fn send(app: &TestApp, case: &Case) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(app.http).await.unwrap();
     let mut head = format!(
         "{} /webhooks/argyle HTTP/1.1\r\nHost: test\r\nConnection: close\r\n",
@@ -412,28 +439,107 @@ async fn send(app: &TestApp, case: &Case) -> u16 {
     .await;
     assert!(read.is_ok(), "{}: no answer", case.name);
     let text = String::from_utf8_lossy(&answer);
-    text.split_whitespace()
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("{}: not an HTTP answer: {text:?}", case.name))
+        .unwrap_or_else(|| panic!("{}: not an HTTP answer: {text:?}", case.name));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_owned())
+}
+
+/// The `error` code the README's answer table gives each refusal.
+fn error_code(status: u16) -> Option<&'static str> {
+    match status {
+        400 => Some("invalid_event"),
+        401 => Some("invalid_signature"),
+        413 => Some("body_too_large"),
+        415 => Some("unsupported_media_type"),
+        _ => None,
+    }
+}
+
+/// What is wrong with `answer` to `case`, given the delivery rows stored before and after it.
+fn check_answer(
+    case: &Case,
+    body: &str,
+    before: &[delivery::Model],
+    after: &[delivery::Model],
+) -> Option<String> {
+    let new_row = after
+        .iter()
+        .find(|row| !before.iter().any(|b| b.id == row.id));
+    if case.status == 405 {
+        return None;
+    }
+    let answer: serde_json::Value = match serde_json::from_str(body) {
+        Ok(answer) => answer,
+        Err(_) => return Some(format!("not a JSON answer: {body:?}")),
+    };
+    if case.status == 200 {
+        let id = answer["delivery_id"].as_i64();
+        return (!["applied", "ignored"].contains(&answer["status"].as_str().unwrap_or_default())
+            || id.is_none()
+            || id != new_row.map(|row| row.id))
+        .then(|| format!("answer {answer} (stored row {:?})", new_row.map(|r| r.id)));
+    }
+    if answer["error"].as_str() != error_code(case.status) {
+        return Some(format!(
+            "error {} (want {:?})",
+            answer["error"],
+            error_code(case.status)
+        ));
+    }
+    let message = answer["message"].as_str().unwrap_or_default();
+    if message.is_empty() {
+        return Some("no message".into());
+    }
+    let Some(path) = case.path else {
+        return answer
+            .get("delivery_id")
+            .map(|id| format!("delivery_id {id} for a request that stored nothing"));
+    };
+    if message.split_once(": ").map(|(named, _)| named) != Some(path) {
+        return Some(format!("message {message:?} (want it to name {path})"));
+    }
+    let Some(row) = new_row else {
+        return Some("nothing stored".into());
+    };
+    if answer["delivery_id"].as_i64() != Some(row.id)
+        || row.status != "rejected"
+        || row.error.as_deref() != Some(message)
+    {
+        return Some(format!(
+            "delivery_id {} for stored row {} ({}, {:?})",
+            answer["delivery_id"], row.id, row.status, row.error
+        ));
+    }
+    None
 }
 
 #[tokio::test]
-async fn every_bad_input_gets_its_exact_status_and_stores_only_what_it_should() {
+async fn every_bad_input_gets_its_exact_status_error_code_and_field_and_stores_only_what_it_should()
+{
     let app = TestApp::spawn_with(|settings| settings.max_body_bytes = LIMIT).await;
     let cases = cases();
     assert!(cases.len() >= 40, "the matrix has {} cases", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
-        let before = app.deliveries().await.len();
-        let status = send(&app, case).await;
-        let after = app.deliveries().await.len();
-        let stored = after == before + 1;
-        if status >= 500 || status != case.status || stored != case.stored || after > before + 1 {
+        let before = app.deliveries().await;
+        let (status, body) = send(&app, case).await;
+        let after = app.deliveries().await;
+        let stored = after.len() == before.len() + 1;
+        if status >= 500
+            || status != case.status
+            || stored != case.stored
+            || after.len() > before.len() + 1
+        {
             failures.push(format!(
                 "{}: status {status} (want {}), stored {stored} (want {})",
                 case.name, case.status, case.stored
             ));
+        } else if let Some(problem) = check_answer(case, &body, &before, &after) {
+            failures.push(format!("{}: {problem}", case.name));
         }
     }
     assert!(
@@ -458,16 +564,22 @@ async fn every_bad_input_gets_its_exact_status_and_stores_only_what_it_should() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_delivery_sent_fifty_times_at_once_changes_state_once_and_logs_one_event() {
-    let app = TestApp::spawn().await;
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    // One process sends every copy of a body to the same committer, one batch after another. On
+    // PostgreSQL the copies are spread over two replicas, so two transactions insert the same
+    // body at the same moment and the unique index, not a queue, decides. SQLite is one process.
+    let mut targets = vec![app.clone()];
+    if app.on_postgres() {
+        targets.push(std::sync::Arc::new(app.replica(|_| {}).await));
+    }
     let (user, account) = (new_id(), new_id());
     let body = crate::helpers::body::connected(&user, &account);
     let events_before = app.event_count().await;
 
-    let app = std::sync::Arc::new(app);
     let sends: Vec<_> = (0..50)
-        .map(|_| {
-            let (app, body) = (app.clone(), body.clone());
-            tokio::spawn(async move { app.deliver(&body).await })
+        .map(|i| {
+            let (target, body) = (targets[i % targets.len()].clone(), body.clone());
+            tokio::spawn(async move { target.deliver(&body).await })
         })
         .collect();
     let mut statuses = Vec::new();

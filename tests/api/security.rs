@@ -2,8 +2,6 @@
 //! source allow-list (with a trusted proxy header), load shedding, request timeouts, gRPC message
 //! limits, and secrets that never reach logs or answers.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use readiness::grpc::hash_token;
@@ -16,7 +14,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::{TestApp, body, new_id};
+use crate::helpers::process::{ServeProcess, serve_command};
+use crate::helpers::{TestApp, TestDatabase, body, new_id};
 
 fn lookup() -> pb::GetUserReadinessRequest {
     pb::GetUserReadinessRequest {
@@ -31,6 +30,66 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
         MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
     );
     request
+}
+
+/// The services server reflection lists, over reflection `v1` and `v1alpha` (grpcurl before
+/// 1.8.8 speaks only the latter), with `token` if given.
+macro_rules! list_services {
+    ($version:ident, $channel:expr, $token:expr) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let ask = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let request = tokio_stream::iter(vec![ask]);
+        let token: Option<&str> = $token;
+        let request = match token {
+            Some(token) => with_token(request, token),
+            None => tonic::Request::new(request),
+        };
+        match ServerReflectionClient::new($channel)
+            .server_reflection_info(request)
+            .await
+        {
+            Err(status) => Err(status),
+            Ok(answers) => {
+                let answer = answers.into_inner().message().await?.expect("an answer");
+                match answer.message_response {
+                    Some(MessageResponse::ListServicesResponse(list)) => {
+                        Ok::<Vec<String>, tonic::Status>(
+                            list.service
+                                .into_iter()
+                                .map(|service| service.name)
+                                .collect(),
+                        )
+                    }
+                    other => panic!("expected the service list, got {other:?}"),
+                }
+            }
+        }
+    }};
+}
+
+/// Lists services over both reflection versions; both must agree.
+async fn reflected_services(channel: Channel, token: Option<&str>) -> Result<Vec<String>, Code> {
+    let v1 = async { list_services!(v1, channel.clone(), token) }.await;
+    let v1alpha = async { list_services!(v1alpha, channel.clone(), token) }.await;
+    match (v1, v1alpha) {
+        (Ok(mut v1), Ok(mut v1alpha)) => {
+            v1.sort();
+            v1alpha.sort();
+            assert_eq!(v1, v1alpha);
+            Ok(v1)
+        }
+        (Err(v1), Err(v1alpha)) => {
+            assert_eq!(v1.code(), v1alpha.code());
+            Err(v1.code())
+        }
+        (v1, v1alpha) => panic!("the versions disagree: {v1:?} vs {v1alpha:?}"),
+    }
 }
 
 #[tokio::test]
@@ -83,13 +142,37 @@ async fn grpc_calls_need_a_configured_bearer_token_while_health_and_reflection_c
         health.check(HealthCheckRequest::default()).await.is_ok(),
         "health is open by default"
     );
+    let listed = reflected_services(app.channel().await, None)
+        .await
+        .expect("reflection is open by default");
+    assert!(
+        listed.contains(&"readiness.v1.ReadinessService".to_owned()),
+        "{listed:?}"
+    );
     app.stop().await;
 
     let app = TestApp::spawn_with(|settings| {
         settings.grpc_token_sha256 = vec![hash_token("service-a-token")];
         settings.grpc_open_health = false;
+        settings.grpc_open_reflection = false;
     })
     .await;
+    assert_eq!(
+        reflected_services(app.channel().await, None).await,
+        Err(Code::Unauthenticated),
+        "closed reflection needs a token"
+    );
+    assert_eq!(
+        reflected_services(app.channel().await, Some("guess")).await,
+        Err(Code::Unauthenticated)
+    );
+    let listed = reflected_services(app.channel().await, Some("service-a-token"))
+        .await
+        .expect("reflection with a token");
+    assert!(
+        listed.contains(&"readiness.v1.ReportService".to_owned()),
+        "{listed:?}"
+    );
     let mut health = HealthClient::new(app.channel().await);
     let closed = health
         .check(HealthCheckRequest::default())
@@ -333,110 +416,156 @@ async fn an_oversized_grpc_request_is_refused() {
     app.stop().await;
 }
 
+/// A value that cannot appear by chance: a prefix and a fresh UUID, letters and digits only, so
+/// it reads the same whether a log line escapes it or not.
+fn marker(what: &str) -> String {
+    format!("{what}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// `url` with `password` in it; a URL that already carries a password keeps its own.
+fn with_password(url: &str, password: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    match authority.split_once('@') {
+        Some((user, _)) if user.contains(':') => {
+            let existing = user.split_once(':').unwrap().1.to_owned();
+            (url.to_owned(), existing)
+        }
+        Some((user, host)) => (
+            format!("{scheme}://{user}:{password}@{host}/{path}"),
+            password.to_owned(),
+        ),
+        None => (
+            format!("{scheme}://postgres:{password}@{authority}/{path}"),
+            password.to_owned(),
+        ),
+    }
+}
+
 #[test]
-fn secrets_never_appear_in_logs_or_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let webhook_secret = "webhook-secret-do-not-print";
-    let database_password = "db-password-do-not-print";
+fn secrets_tokens_passwords_and_webhook_bodies_never_appear_in_logs() {
+    const PATIENCE: Duration = Duration::from_secs(30);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let webhook_secret = marker("webhooksecret");
+    let token = marker("bearertoken");
+    let wrong_token = marker("wrongtoken");
+    let in_body = marker("bodymarker");
+
     // Start with a bad database password in the URL: start-up fails and reports it, redacted.
-    let failed = Command::new(env!("CARGO_BIN_EXE_readiness"))
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--database-timeout-secs",
-            "1",
-        ])
-        .env("READINESS_ARGYLE_SECRETS", webhook_secret)
-        .env(
-            "READINESS_DATABASE_URL",
-            format!("postgres://app:{database_password}@127.0.0.1:1/db"),
-        )
-        .output()
-        .unwrap();
+    let refused_password = marker("dbpassword");
+    let failed = crate::helpers::process::run(
+        serve_command(0, 0)
+            .args(["--database-timeout-secs", "1"])
+            .env("READINESS_ARGYLE_SECRETS", &webhook_secret)
+            .env(
+                "READINESS_DATABASE_URL",
+                format!("postgres://app:{refused_password}@127.0.0.1:1/db"),
+            )
+            .env("RUST_LOG", "debug"),
+        PATIENCE,
+    );
     assert!(!failed.status.success());
     let text = String::from_utf8_lossy(&failed.stderr);
     assert!(
         text.contains("opening database postgres://app:***@127.0.0.1:1/db"),
         "{text}"
     );
-    assert!(
-        !text.contains(database_password) && !text.contains(webhook_secret),
-        "{text}"
-    );
+    for secret in [&refused_password, &webhook_secret] {
+        assert!(!text.contains(secret.as_str()), "{secret} leaked: {text}");
+    }
 
-    // A running server with JSON logs at debug level, fed good and bad deliveries.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_readiness"))
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .env("READINESS_ARGYLE_SECRETS", webhook_secret)
-        .env(
-            "READINESS_DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display()),
-        )
-        .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut logs = String::new();
-    let http = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited: {logs}"
-        );
-        logs.push_str(&line);
-        if line.contains("\"serving\"") {
-            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break value["fields"]["http"].as_str().unwrap().to_owned();
-        }
+    // A running server with JSON logs at debug level, bearer tokens required, fed good and bad
+    // deliveries that all carry a marker. On PostgreSQL its database URL holds a password (trust
+    // authentication ignores it); on SQLite there is none to leak.
+    let (_database, url) = runtime.block_on(TestDatabase::create());
+    let (url, database_password) = if url.starts_with("postgres") {
+        let (url, password) = with_password(&url, &marker("dbpassword"));
+        (url, Some(password))
+    } else {
+        (url, None)
     };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut server = ServeProcess::start(
+        serve_command(0, 0)
+            .env("READINESS_ARGYLE_SECRETS", &webhook_secret)
+            .env("READINESS_DATABASE_URL", &url)
+            .env("READINESS_GRPC_TOKEN_SHA256", hash_token(&token))
+            .env("RUST_LOG", "debug"),
+    );
+    let (http, grpc) = (server.http, server.grpc);
     let answers = runtime.block_on(async {
         let client = reqwest::Client::new();
-        let mut answers = String::new();
-        let delivery = body::connected(&new_id(), &new_id());
-        for signature in [
+        let mut answers = Vec::new();
+        let (user, account) = (new_id(), new_id());
+        let applied = serde_json::json!({"event": "accounts.connected", "name": in_body,
+            "data": {"user": user, "account": account, "note": in_body}})
+        .to_string();
+        // A value the parser refuses: its error names the field, not the value.
+        let refused = serde_json::json!({"event": "accounts.connected", "name": "n",
+            "data": {"user": in_body, "account": account}})
+        .to_string();
+        let sign_with = |body: &str| {
             readiness::domain::signature::sign(
-                &readiness::domain::signature::Secret::new(webhook_secret),
-                delivery.as_bytes(),
-            ),
-            "00".repeat(64),
+                &readiness::domain::signature::Secret::new(&webhook_secret),
+                body.as_bytes(),
+            )
+        };
+        for (body, signature, expected) in [
+            (&applied, sign_with(&applied), 200),
+            (&applied, "00".repeat(64), 401),
+            (&refused, sign_with(&refused), 400),
         ] {
             let response = client
                 .post(format!("http://{http}/webhooks/argyle"))
                 .header("content-type", "application/json")
                 .header("x-argyle-signature", signature)
-                .body(delivery.clone())
+                .body(body.clone())
                 .send()
                 .await
                 .unwrap();
-            answers.push_str(&response.text().await.unwrap());
+            assert_eq!(response.status(), expected, "{body}");
+            answers.push(response.text().await.unwrap());
         }
-        answers
+
+        let channel = Endpoint::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = ReadinessServiceClient::new(channel);
+        let lookup = |user: &str| pb::GetUserReadinessRequest {
+            user: Some(pb::get_user_readiness_request::User::UserId(user.into())),
+        };
+        let found = client
+            .get_user_readiness(with_token(lookup(&user), &token))
+            .await
+            .unwrap();
+        assert_eq!(found.into_inner().user.unwrap().user_id, user);
+        let refused = client
+            .get_user_readiness(with_token(lookup(&user), &wrong_token))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+        answers.push(refused.message().to_owned());
+        answers.join("\n")
     });
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    std::io::Read::read_to_string(&mut stderr, &mut logs).unwrap();
-    child.wait().unwrap();
+    server.terminate();
+    assert!(server.wait_for_exit(PATIENCE).success());
+    let logs = server.logs();
+
     assert!(logs.contains("\"serving\""));
-    for text in [&logs, &answers] {
-        assert!(!text.contains(webhook_secret), "secret leaked: {text}");
-    }
     assert!(
-        !logs.contains("accounts.connected\",\"name\""),
-        "webhook bodies are not logged"
+        logs.contains("\"url.path\":\"/webhooks/argyle\"") && logs.contains("h2::codec"),
+        "the webhooks and the gRPC frames were logged at debug level: {logs}"
     );
+    let mut secrets = vec![&webhook_secret, &token, &wrong_token, &in_body];
+    secrets.extend(&database_password);
+    for secret in secrets {
+        assert!(!logs.contains(secret.as_str()), "{secret} leaked: {logs}");
+    }
+    for secret in [&webhook_secret, &token, &wrong_token] {
+        assert!(
+            !answers.contains(secret.as_str()),
+            "{secret} leaked: {answers}"
+        );
+    }
 }

@@ -408,21 +408,34 @@ async fn idle_streams_send_heartbeats_whose_cursor_passes_filtered_out_events() 
     assert!(first.sent_at.is_some());
 
     generate(&app, &other, &ids("not-watched", 3)).await;
-    let moved = loop {
-        let Message::Heartbeat(beat) = next(&mut stream).await else {
-            panic!("only heartbeats expected")
-        };
-        if beat.cursor != start {
-            break beat.cursor;
+    let last_skipped = event::Entity::find()
+        .order_by_desc(event::Column::Seq)
+        .one(app.core.db())
+        .await
+        .unwrap()
+        .unwrap()
+        .seq;
+    let past_them = readiness::core::Cursor(last_skipped).encode();
+    let passed_over = async {
+        loop {
+            let Message::Heartbeat(beat) = next(&mut stream).await else {
+                panic!("only heartbeats expected")
+            };
+            if beat.cursor == past_them {
+                return beat.cursor;
+            }
         }
     };
-    // Resuming from the heartbeat's cursor skips the events already passed over.
+    let moved = tokio::time::timeout(PATIENCE, passed_over)
+        .await
+        .expect("a heartbeat whose cursor is past the filtered-out events");
+    // Resumed from the heartbeat's cursor *without* the filter, the stream starts after the
+    // events the filter passed over: the cursor itself skips them.
     generate(&app, &watched, &ids("watched", 1)).await;
     let mut resumed = open(
         &app,
         pb::StreamReportEventsRequest {
             after_cursor: moved,
-            user_id: watched,
             ..Default::default()
         },
     )
@@ -499,18 +512,44 @@ async fn malformed_missing_and_unservable_cursors_are_refused_clearly() {
     app.stop().await;
 }
 
+/// The process-wide count of subscribers that fell behind the broadcast and read the database.
+async fn fallbacks(app: &TestApp) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("readiness_stream_fallbacks_total "))
+        .map(|value| value.parse::<f64>().unwrap())
+        .sum()
+}
+
 #[tokio::test]
-async fn a_stalled_subscriber_does_not_hold_up_ingestion_and_later_receives_everything() {
+async fn a_stalled_subscriber_falls_back_to_the_database_without_holding_up_ingestion_or_losing_events()
+ {
     let app = TestApp::spawn_with(|settings| settings.stream_broadcast_capacity = 8).await;
     let user = new_id();
-    let mut stalled = open(
-        &app,
-        pb::StreamReportEventsRequest {
+    // A client with a tiny HTTP/2 stream window: once it stops reading, the server can send it
+    // almost nothing more, so its subscriber blocks and the live broadcast runs past it.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut stalled = pb::report_service_client::ReportServiceClient::new(channel)
+        .stream_report_events(pb::StreamReportEventsRequest {
             start: StartPosition::Now.into(),
             ..Default::default()
-        },
-    )
-    .await;
+        })
+        .await
+        .unwrap()
+        .into_inner();
     caught_up(&mut stalled).await;
     let mut watcher = open(
         &app,
@@ -521,10 +560,14 @@ async fn a_stalled_subscriber_does_not_hold_up_ingestion_and_later_receives_ever
     )
     .await;
     caught_up(&mut watcher).await;
+    let fallbacks_before = fallbacks(&app).await;
 
-    // Far more events than the broadcast channel and the subscriber's buffer hold, while the
-    // stalled stream is not read at all. Ingestion must finish regardless.
-    let all = ids("flood", 300);
+    // Long report ids make each event about 350 bytes on the wire: 400 of them are far more than
+    // the window, the server's send buffer (one 32 KiB chunk), the subscriber's buffer (64
+    // events) and the broadcast (8) hold together, while the stalled stream is not read at all.
+    let all: Vec<String> = (0..400)
+        .map(|i| format!("flood-{i:03}-{}", "x".repeat(200)))
+        .collect();
     tokio::time::timeout(Duration::from_secs(120), generate(&app, &user, &all))
         .await
         .expect("ingestion is not blocked by a stalled subscriber");
@@ -544,11 +587,25 @@ async fn a_stalled_subscriber_does_not_hold_up_ingestion_and_later_receives_ever
         all,
         "every event, in order, no duplicates"
     );
+    let ids: Vec<i64> = received
+        .iter()
+        .map(|event| event.event_id.parse().unwrap())
+        .collect();
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "event ids strictly increase: {ids:?}"
+    );
+    let fallbacks_after = fallbacks(&app).await;
+    assert!(
+        fallbacks_after > fallbacks_before,
+        "the stalled subscriber fell behind the broadcast and read the database \
+         (readiness_stream_fallbacks_total {fallbacks_before} -> {fallbacks_after})"
+    );
     app.stop().await;
 }
 
 #[tokio::test]
-async fn shutdown_with_open_streams_completes_within_the_grace_period() {
+async fn shutdown_with_open_streams_ends_them_well_within_the_grace_period() {
     let app = TestApp::spawn_with(|settings| settings.shutdown_grace_secs = 5).await;
     let mut streams = Vec::new();
     for _ in 0..3 {
@@ -556,9 +613,16 @@ async fn shutdown_with_open_streams_completes_within_the_grace_period() {
         caught_up(&mut stream).await;
         streams.push(stream);
     }
+    let started = std::time::Instant::now();
+    // `stop` fails the test if `App::run` returns an error, as it does after a forced close.
     tokio::time::timeout(Duration::from_secs(5 + 5), app.stop())
         .await
-        .expect("shutdown finished in time");
+        .expect("shutdown finished");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "nothing was in flight but open streams, yet shutdown took {took:?} of the 5 s grace"
+    );
     for mut stream in streams {
         let end = tokio::time::timeout(PATIENCE, stream.message())
             .await

@@ -2,7 +2,6 @@
 //! implementing the OTLP trace service) gets the spans of a webhook, child of the sender's W3C
 //! `traceparent`, down to the event append, and of a gRPC call.
 
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +16,11 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use readiness::domain::signature::{Secret, sign};
 use readiness::grpc::pb;
 
+use crate::helpers::process::{ServeProcess, serve_command};
 use crate::helpers::{SECRET, body, new_id};
+
+/// Long enough for anything that should happen; only reached when something is broken.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Default)]
 struct Receiver {
@@ -53,67 +56,40 @@ impl TraceService for Receiver {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn spans_are_exported_over_otlp_as_children_of_the_callers_traceparent() {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let collector = listener.local_addr().unwrap();
-    let server = tokio::spawn(
+    let collector_server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(receiver.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (http, grpc) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_readiness"))
-        .args([
-            "serve",
-            "--http-addr",
-            &format!("127.0.0.1:{http}"),
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-        ])
-        .env("READINESS_ARGYLE_SECRETS", SECRET)
-        .env(
-            "READINESS_DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display()),
+    let database = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    // Started off the runtime, which keeps serving the collector meanwhile.
+    let mut server = tokio::task::spawn_blocking(move || {
+        ServeProcess::start(
+            serve_command(0, 0)
+                .env("READINESS_ARGYLE_SECRETS", SECRET)
+                .env("READINESS_DATABASE_URL", database)
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
+                .env("OTEL_SERVICE_NAME", "readiness-under-test")
+                .env("RUST_LOG", "info"),
         )
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
-        .env("OTEL_SERVICE_NAME", "readiness-under-test")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    })
+    .await
+    .unwrap();
+    let (http, grpc) = (server.http, server.grpc);
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if client
-            .get(format!("http://127.0.0.1:{http}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the server came up");
 
     let (trace_id, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let traceparent = format!("00-{trace_id}-{caller_span}-01");
     let delivery = body::connected(&new_id(), &new_id());
     let response = client
-        .post(format!("http://127.0.0.1:{http}/webhooks/argyle"))
+        .post(format!("http://{http}/webhooks/argyle"))
         .header("content-type", "application/json")
         .header(
             "x-argyle-signature",
@@ -134,23 +110,19 @@ async fn spans_are_exported_over_otlp_as_children_of_the_callers_traceparent() {
             .parse()
             .unwrap(),
     );
-    let mut readiness = pb::readiness_service_client::ReadinessServiceClient::connect(format!(
-        "http://127.0.0.1:{grpc}"
-    ))
-    .await
-    .unwrap();
+    let mut readiness =
+        pb::readiness_service_client::ReadinessServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .unwrap();
     readiness.list_users(request).await.unwrap();
 
     // Shutdown flushes the exporter.
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    server.terminate();
+    let status = tokio::task::spawn_blocking(move || server.wait_for_exit(PATIENCE))
         .await
         .unwrap();
     assert!(status.success());
-    server.abort();
+    collector_server.abort();
 
     let spans = receiver.spans.lock().unwrap().clone();
     let in_trace = |trace: &str| -> Vec<&Span> {
