@@ -162,10 +162,8 @@ impl ArgyleClient {
     }
 
     pub async fn delete_webhook(&self, id: &str) -> Result<(), ArgyleError> {
-        let url = self.url(&["webhooks", id]);
-        self.call(Endpoint::DeleteWebhook, Method::DELETE, url, None)
+        self.delete(Endpoint::DeleteWebhook, &["webhooks", id])
             .await
-            .map(drop)
     }
 
     /// `POST /reports/{type}`: asks Argyle to generate a report (status `generating` or
@@ -220,8 +218,12 @@ impl ArgyleClient {
 
     /// `DELETE /reports/{id}` (frees a slot of the daily cap if generated in the last 24 h).
     pub async fn delete_report(&self, id: &str) -> Result<(), ArgyleError> {
-        let url = self.url(&["reports", id]);
-        self.call(Endpoint::DeleteReport, Method::DELETE, url, None)
+        self.delete(Endpoint::DeleteReport, &["reports", id]).await
+    }
+
+    async fn delete(&self, endpoint: Endpoint, path: &[&str]) -> Result<(), ArgyleError> {
+        let url = self.url(path);
+        self.call(endpoint, Method::DELETE, url, None)
             .await
             .map(drop)
     }

@@ -622,10 +622,15 @@ async fn delete_webhook(State(fake): State<FakeArgyle>, Path(id): Path<String>) 
     let mut state = fake.state();
     let before = state.subscriptions.len();
     state.subscriptions.retain(|s| s["id"] != id);
-    if state.subscriptions.len() == before {
-        detail(StatusCode::NOT_FOUND, "Not found.")
-    } else {
+    deleted(state.subscriptions.len() < before)
+}
+
+/// 204 when something was deleted, else 404 as Argyle words it.
+fn deleted(found: bool) -> Response {
+    if found {
         StatusCode::NO_CONTENT.into_response()
+    } else {
+        detail(StatusCode::NOT_FOUND, "Not found.")
     }
 }
 
@@ -762,11 +767,7 @@ async fn delete_report(State(fake): State<FakeArgyle>, Path(id): Path<String>) -
     let before = state.reports.len();
     // Removing the report also frees its slot of the daily cap.
     state.reports.retain(|report| report.id != id);
-    if state.reports.len() == before {
-        detail(StatusCode::NOT_FOUND, "Not found.")
-    } else {
-        StatusCode::NO_CONTENT.into_response()
-    }
+    deleted(state.reports.len() < before)
 }
 
 /// `file_url` / `json_url`: credentials checked (by [`answer`]), then a redirect to the

@@ -181,58 +181,9 @@ impl Default for Settings {
 }
 
 impl fmt::Debug for Settings {
+    /// The redacted form `readiness config` prints: no secret, no database password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("database_url", &redact_url(&self.database_url))
-            .field("http_addr", &self.http_addr)
-            .field("grpc_addr", &self.grpc_addr)
-            .field("argyle_secrets", &self.argyle_secrets)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("database_max_connections", &self.database_max_connections)
-            .field("database_timeout_secs", &self.database_timeout_secs)
-            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
-            .field("stream_heartbeat_ms", &self.stream_heartbeat_ms)
-            .field("stream_poll_ms", &self.stream_poll_ms)
-            .field("stream_broadcast_capacity", &self.stream_broadcast_capacity)
-            .field("ingest_committers", &self.ingest_committers)
-            .field("ingest_batch_max", &self.ingest_batch_max)
-            .field("grpc_token_sha256", &self.grpc_token_sha256.len())
-            .field("grpc_token_file", &self.grpc_token_file)
-            .field("grpc_open_health", &self.grpc_open_health)
-            .field("grpc_open_reflection", &self.grpc_open_reflection)
-            .field("grpc_admin_enabled", &self.grpc_admin_enabled)
-            .field(
-                "grpc_admin_token_sha256",
-                &self.grpc_admin_token_sha256.len(),
-            )
-            .field("grpc_tls_cert", &self.grpc_tls_cert)
-            .field("grpc_tls_key", &self.grpc_tls_key)
-            .field("grpc_tls_client_ca", &self.grpc_tls_client_ca)
-            .field("grpc_max_message_bytes", &self.grpc_max_message_bytes)
-            .field(
-                "grpc_max_concurrent_streams",
-                &self.grpc_max_concurrent_streams,
-            )
-            .field(
-                "grpc_handshake_timeout_secs",
-                &self.grpc_handshake_timeout_secs,
-            )
-            .field("grpc_keepalive_secs", &self.grpc_keepalive_secs)
-            .field("http_allowed_cidrs", &self.http_allowed_cidrs)
-            .field("metrics_allowed_cidrs", &self.metrics_allowed_cidrs)
-            .field("http_client_ip_header", &self.http_client_ip_header)
-            .field("http_trusted_proxies", &self.http_trusted_proxies)
-            .field("http_request_timeout_secs", &self.http_request_timeout_secs)
-            .field("http_header_timeout_secs", &self.http_header_timeout_secs)
-            .field("http_idle_timeout_secs", &self.http_idle_timeout_secs)
-            .field("http_body_timeout_secs", &self.http_body_timeout_secs)
-            .field("http_max_in_flight", &self.http_max_in_flight)
-            .field(
-                "http_max_in_flight_per_source",
-                &self.http_max_in_flight_per_source,
-            )
-            .field("log_format", &self.log_format)
-            .finish()
+        write!(f, "Settings {}", self.redacted())
     }
 }
 

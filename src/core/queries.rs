@@ -4,7 +4,7 @@
 use super::{Core, CoreError};
 use crate::domain::user::{Report, User};
 use crate::domain::{ReadinessState, ReportId, ReportType, UserId, echo};
-use crate::store::ReportQuery;
+use crate::store::{ReportKey, ReportQuery};
 
 /// How a caller names a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,10 +90,13 @@ impl Core {
     /// One report.
     pub async fn report(&self, lookup: &ReportLookup) -> Result<Report, CoreError> {
         self.health.check_file()?;
-        let found = match lookup {
-            ReportLookup::Id(id) => self.store.report(*id).await?,
-            ReportLookup::ArgyleId(id) => self.store.report_by_argyle_id(id).await?,
-        };
+        let found = self
+            .store
+            .report(match lookup {
+                ReportLookup::Id(id) => ReportKey::Id(*id),
+                ReportLookup::ArgyleId(id) => ReportKey::Argyle(id),
+            })
+            .await?;
         found.map(|(_, report)| report).ok_or_else(|| {
             CoreError::NotFound(match lookup {
                 ReportLookup::Id(id) => format!("report {id}"),

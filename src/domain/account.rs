@@ -234,11 +234,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn at(minute: u32) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(&format!("2024-01-08T12:{minute:02}:00Z"))
-            .unwrap()
-            .with_timezone(&Utc)
-    }
+    use crate::domain::tests::at;
 
     fn timed(minute: u32, status: ConnectionStatus, from_failed_event: bool) -> Observation {
         Observation::Connection(TimedConnection {

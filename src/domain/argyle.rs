@@ -243,22 +243,18 @@ fn reject_nul(path: &str, value: &serde_json::Value) -> Result<(), ParseError> {
 }
 
 fn check_len(path: &str, value: &str) -> Result<(), ParseError> {
-    if value.len() > MAX_NAME_LEN {
-        Err(ParseError::new(
-            path,
-            format!("longer than {MAX_NAME_LEN} bytes"),
-        ))
-    } else {
-        Ok(())
-    }
+    at_most(path, value.len(), MAX_NAME_LEN, "bytes long")
 }
 
 fn check_accounts<T>(path: &str, accounts: &[T]) -> Result<(), ParseError> {
-    if accounts.len() > MAX_ACCOUNTS {
-        Err(ParseError::new(
-            path,
-            format!("more than {MAX_ACCOUNTS} accounts"),
-        ))
+    at_most(path, accounts.len(), MAX_ACCOUNTS, "accounts")
+}
+
+/// Refuses `count` over `max`, naming the field: "more than 255 bytes long", "more than 1000
+/// accounts".
+fn at_most(path: &str, count: usize, max: usize, what: &str) -> Result<(), ParseError> {
+    if count > max {
+        Err(ParseError::new(path, format!("more than {max} {what}")))
     } else {
         Ok(())
     }

@@ -212,8 +212,15 @@ pub fn clip(text: &str, max: usize) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// 2024-01-08 at 12:MM UTC: the times of the domain's table and property tests.
+    pub(crate) fn at(minute: u32) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(&format!("2024-01-08T12:{minute:02}:00Z"))
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
 
     #[test]
     fn state_names_round_trip() {

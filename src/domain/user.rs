@@ -153,10 +153,19 @@ struct Facts {
     report: Option<(ReportType, Option<String>)>,
 }
 
+/// One observation per account.
+fn each(
+    observations: impl Iterator<Item = (AccountId, Observation)>,
+) -> Vec<(AccountId, Vec<Observation>)> {
+    observations
+        .map(|(account, seen)| (account, vec![seen]))
+        .collect()
+}
+
 fn facts_of(event: &ArgyleEvent) -> Facts {
-    let mut facts = Facts {
-        external_id: None,
-        observations: vec![],
+    let synced = |external_id: &Option<String>, observations| Facts {
+        external_id: external_id.clone(),
+        observations,
         report: None,
     };
     match event {
@@ -164,37 +173,30 @@ fn facts_of(event: &ArgyleEvent) -> Facts {
             account,
             observations,
             ..
-        } => facts.observations = vec![(*account, observations.clone())],
+        } => synced(&None, vec![(*account, observations.clone())]),
         ArgyleEvent::ReportsReady {
             external_id,
             accounts,
             ..
-        } => {
-            facts.external_id.clone_from(external_id);
-            facts.observations = accounts
-                .iter()
-                .map(|(account, observation)| (*account, vec![observation.clone()]))
-                .collect();
-        }
+        } => synced(external_id, each(accounts.iter().cloned())),
         ArgyleEvent::UserFullySynced {
             external_id,
             accounts,
             ..
-        } => {
-            facts.external_id.clone_from(external_id);
-            facts.observations = accounts
-                .iter()
-                .map(|account| (*account, vec![Observation::Synced]))
-                .collect();
-        }
+        } => synced(
+            external_id,
+            each(accounts.iter().map(|id| (*id, Observation::Synced))),
+        ),
         ArgyleEvent::ReportGenerated {
             report_type,
             argyle_report_id,
             ..
-        } => facts.report = Some((report_type.clone(), argyle_report_id.clone())),
-        ArgyleEvent::Other => {}
+        } => Facts {
+            report: Some((report_type.clone(), argyle_report_id.clone())),
+            ..synced(&None, vec![])
+        },
+        ArgyleEvent::Other => synced(&None, vec![]),
     }
-    facts
 }
 
 /// The accounts an event names, for loading them (and their owners) before applying it.
@@ -401,11 +403,7 @@ mod tests {
     use crate::domain::account::{ConnectionStatus, TimedConnection};
     use proptest::prelude::*;
 
-    fn at(minute: u32) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(&format!("2024-01-08T12:{minute:02}:00Z"))
-            .unwrap()
-            .with_timezone(&Utc)
-    }
+    use crate::domain::tests::at;
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)
@@ -468,7 +466,8 @@ mod tests {
         (user, caused)
     }
 
-    fn kinds(events: &[DomainEvent]) -> Vec<String> {
+    /// The events, as `account FROM->TO` / `readiness FROM->TO` / `report`, joined by `; `.
+    fn kinds(events: &[DomainEvent]) -> String {
         events
             .iter()
             .map(|event| match event {
@@ -480,100 +479,75 @@ mod tests {
                 }
                 DomainEvent::ReportGenerated { .. } => "report".into(),
             })
-            .collect()
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     #[test]
     fn each_transition_causes_the_events_of_the_rule() {
         use ReadinessState::*;
-        let cases: Vec<(&str, Vec<ArgyleEvent>, ReadinessState, Vec<String>)> = vec![
+        let connected = || on(1, vec![Observation::Connected]);
+        let failed = || {
+            on(
+                1,
+                vec![Observation::Failed(ErrorInfo {
+                    code: Some("invalid_credentials".into()),
+                    message: None,
+                })],
+            )
+        };
+        const FIRST: &str = "account None->Connected; readiness None->Pending";
+        const READY: &str = "account Some(Connected)->Synced; readiness Some(Pending)->Ready";
+        let cases: Vec<(&str, Vec<ArgyleEvent>, ReadinessState, String)> = vec![
             (
                 "a first connection makes a pending user",
-                vec![on(1, vec![Observation::Connected])],
+                vec![connected()],
                 Pending,
-                vec![
-                    "account None->Connected".into(),
-                    "readiness None->Pending".into(),
-                ],
+                FIRST.into(),
             ),
             (
                 "reports.ready makes the user ready",
-                vec![on(1, vec![Observation::Connected]), ready(&[(1, 5)], None)],
+                vec![connected(), ready(&[(1, 5)], None)],
                 Ready,
-                vec![
-                    "account None->Connected".into(),
-                    "readiness None->Pending".into(),
-                    "account Some(Connected)->Synced".into(),
-                    "readiness Some(Pending)->Ready".into(),
-                ],
+                format!("{FIRST}; {READY}"),
             ),
             (
                 "a repeated delivery causes nothing",
-                vec![
-                    on(1, vec![Observation::Connected]),
-                    on(1, vec![Observation::Connected]),
-                ],
+                vec![connected(), connected()],
                 Pending,
-                vec![
-                    "account None->Connected".into(),
-                    "readiness None->Pending".into(),
-                ],
+                FIRST.into(),
             ),
             (
                 "a failure with nothing else blocks the user",
-                vec![on(
-                    1,
-                    vec![Observation::Failed(ErrorInfo {
-                        code: Some("invalid_credentials".into()),
-                        message: None,
-                    })],
-                )],
+                vec![failed()],
                 Blocked,
-                vec![
-                    "account None->Failed".into(),
-                    "readiness None->Blocked".into(),
-                ],
+                "account None->Failed; readiness None->Blocked".into(),
             ),
             (
                 "removing the only account leaves no accounts",
-                vec![
-                    on(1, vec![Observation::Connected]),
-                    on(1, vec![Observation::Removed]),
-                ],
+                vec![connected(), on(1, vec![Observation::Removed])],
                 NoAccounts,
-                vec![
-                    "account None->Connected".into(),
-                    "readiness None->Pending".into(),
-                    "account Some(Connected)->Removed".into(),
-                    "readiness Some(Pending)->NoAccounts".into(),
-                ],
+                format!(
+                    "{FIRST}; account Some(Connected)->Removed; readiness Some(Pending)->NoAccounts"
+                ),
             ),
             (
                 "accounts.updated without a resource tells nothing",
                 vec![on(1, vec![])],
                 NoAccounts,
-                vec![],
+                String::new(),
             ),
             (
                 "a report is announced once, however often it is delivered",
                 vec![generated(Some("r-1")), generated(Some("r-1"))],
                 NoAccounts,
-                vec!["report".into(), "readiness None->NoAccounts".into()],
+                "report; readiness None->NoAccounts".into(),
             ),
             (
                 "an account whose facts change without a state change causes no event",
-                vec![
-                    on(1, vec![Observation::Connected]),
-                    ready(&[(1, 5)], None),
-                    ready(&[(1, 6)], None),
-                ],
+                vec![connected(), ready(&[(1, 5)], None), ready(&[(1, 6)], None)],
                 Ready,
-                vec![
-                    "account None->Connected".into(),
-                    "readiness None->Pending".into(),
-                    "account Some(Connected)->Synced".into(),
-                    "readiness Some(Pending)->Ready".into(),
-                ],
+                format!("{FIRST}; {READY}"),
             ),
         ];
         for (name, events, expected, expected_events) in cases {
@@ -657,7 +631,7 @@ mod tests {
                 &mut Owners::default(),
             )
             .unwrap();
-        assert_eq!(kinds(&caused), vec!["report"]);
+        assert_eq!(kinds(&caused), "report");
     }
 
     fn event() -> impl Strategy<Value = ArgyleEvent> {

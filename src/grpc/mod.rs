@@ -101,23 +101,11 @@ fn add(routes: Routes, service: impl GrpcService, auth: Option<&BearerAuth>) -> 
 }
 
 /// Builds every gRPC service: ours, health, and reflection in both protocol versions.
-pub fn routes<H>(
+pub fn routes(
     core: Core,
-    health: H,
+    health: impl GrpcService,
     access: &Access,
-) -> Result<Routes, tonic_reflection::server::Error>
-where
-    H: tower::Service<
-            axum::http::Request<tonic::body::Body>,
-            Response = axum::http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    H::Future: Send + 'static,
-{
+) -> Result<Routes, tonic_reflection::server::Error> {
     let reflection = || {
         let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)

@@ -78,49 +78,44 @@ trait StreamMessage: Sized + Send + 'static {
     fn heartbeat(beat: pb::Heartbeat) -> Self;
 }
 
-impl StreamMessage for pb::WatchReadinessResponse {
-    type Event = pb::ReadinessChange;
-    fn event(change: pb::ReadinessChange) -> Self {
-        use pb::watch_readiness_response::Message;
-        Self {
-            message: Some(Message::Change(change)),
+/// Implements [`StreamMessage`] for a response whose `message` oneof has the event variant
+/// `$event` and the usual `CaughtUp` and `Heartbeat`.
+macro_rules! stream_message {
+    ($response:ty, $message:path, $event:ident($payload:ty)) => {
+        impl StreamMessage for $response {
+            type Event = $payload;
+            fn event(event: $payload) -> Self {
+                use $message as Message;
+                Self {
+                    message: Some(Message::$event(event)),
+                }
+            }
+            fn caught_up(marker: pb::CaughtUp) -> Self {
+                use $message as Message;
+                Self {
+                    message: Some(Message::CaughtUp(marker)),
+                }
+            }
+            fn heartbeat(beat: pb::Heartbeat) -> Self {
+                use $message as Message;
+                Self {
+                    message: Some(Message::Heartbeat(beat)),
+                }
+            }
         }
-    }
-    fn caught_up(marker: pb::CaughtUp) -> Self {
-        use pb::watch_readiness_response::Message;
-        Self {
-            message: Some(Message::CaughtUp(marker)),
-        }
-    }
-    fn heartbeat(beat: pb::Heartbeat) -> Self {
-        use pb::watch_readiness_response::Message;
-        Self {
-            message: Some(Message::Heartbeat(beat)),
-        }
-    }
+    };
 }
 
-impl StreamMessage for pb::StreamReportEventsResponse {
-    type Event = pb::ReportGenerated;
-    fn event(generated: pb::ReportGenerated) -> Self {
-        use pb::stream_report_events_response::Message;
-        Self {
-            message: Some(Message::ReportGenerated(generated)),
-        }
-    }
-    fn caught_up(marker: pb::CaughtUp) -> Self {
-        use pb::stream_report_events_response::Message;
-        Self {
-            message: Some(Message::CaughtUp(marker)),
-        }
-    }
-    fn heartbeat(beat: pb::Heartbeat) -> Self {
-        use pb::stream_report_events_response::Message;
-        Self {
-            message: Some(Message::Heartbeat(beat)),
-        }
-    }
-}
+stream_message!(
+    pb::WatchReadinessResponse,
+    pb::watch_readiness_response::Message,
+    Change(pb::ReadinessChange)
+);
+stream_message!(
+    pb::StreamReportEventsResponse,
+    pb::stream_report_events_response::Message,
+    ReportGenerated(pb::ReportGenerated)
+);
 
 /// The core's stream items as `M` messages, each event converted by `event`.
 fn respond<M: StreamMessage>(

@@ -24,6 +24,24 @@ use crate::domain::events::DomainEvent;
 use crate::domain::user::{Owners, Report, User};
 use crate::domain::{AccountId, DeliveryStatus, ReportId, UserId};
 
+/// The columns a user's write-back changes (the id and `created_at` never change).
+const USER_CHANGES: [user::Column; 4] = [
+    user::Column::ExternalId,
+    user::Column::State,
+    user::Column::StateSince,
+    user::Column::UpdatedAt,
+];
+
+/// The columns an account's write-back changes (its id, owner and `first_seen_at` never change).
+const ACCOUNT_CHANGES: [account::Column; 6] = [
+    account::Column::State,
+    account::Column::Facts,
+    account::Column::ErrorCode,
+    account::Column::ErrorMessage,
+    account::Column::LastSyncedAt,
+    account::Column::UpdatedAt,
+];
+
 /// A delivery to keep in the inbox, with the verdict known before applying it.
 #[derive(Debug, Clone)]
 pub struct NewDelivery<'a> {
@@ -250,30 +268,12 @@ impl Batch {
                 .exec_without_returning(&self.txn)
                 .await?;
         }
-        upsert(
-            &self.txn,
-            updated,
-            user::Column::UserId,
-            [
-                user::Column::ExternalId,
-                user::Column::State,
-                user::Column::StateSince,
-                user::Column::UpdatedAt,
-            ],
-        )
-        .await?;
+        upsert(&self.txn, updated, user::Column::UserId, USER_CHANGES).await?;
         upsert(
             &self.txn,
             accounts,
             account::Column::AccountId,
-            [
-                account::Column::State,
-                account::Column::Facts,
-                account::Column::ErrorCode,
-                account::Column::ErrorMessage,
-                account::Column::LastSyncedAt,
-                account::Column::UpdatedAt,
-            ],
+            ACCOUNT_CHANGES,
         )
         .await?;
         if !reports.is_empty() {

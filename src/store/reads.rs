@@ -12,6 +12,13 @@ use super::{Store, StoreError};
 use crate::domain::user::{Report, User};
 use crate::domain::{ReadinessState, ReportId, UserId};
 
+/// How a report is named: by this service's id or by Argyle's report id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKey<'a> {
+    Id(ReportId),
+    Argyle(&'a str),
+}
+
 /// Which reports to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReportQuery {
@@ -90,23 +97,14 @@ impl Store {
             .collect()
     }
 
-    /// One report by this service's id, with its position in report order.
-    pub async fn report(&self, id: ReportId) -> Result<Option<(i64, Report)>, StoreError> {
+    /// One report by this service's id or by Argyle's, with its position in report order.
+    pub async fn report(&self, key: ReportKey<'_>) -> Result<Option<(i64, Report)>, StoreError> {
+        let filter = match key {
+            ReportKey::Id(id) => report::Column::Id.eq(id.to_string()),
+            ReportKey::Argyle(id) => report::Column::ArgyleReportId.eq(id),
+        };
         report::Entity::find()
-            .filter(report::Column::Id.eq(id.to_string()))
-            .one(&self.db)
-            .await?
-            .map(report_from_row)
-            .transpose()
-    }
-
-    /// One report by Argyle's report id.
-    pub async fn report_by_argyle_id(
-        &self,
-        argyle_id: &str,
-    ) -> Result<Option<(i64, Report)>, StoreError> {
-        report::Entity::find()
-            .filter(report::Column::ArgyleReportId.eq(argyle_id))
+            .filter(filter)
             .one(&self.db)
             .await?
             .map(report_from_row)

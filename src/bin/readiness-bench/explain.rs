@@ -2,11 +2,8 @@
 //! service uses and run against a seeded store: PostgreSQL `EXPLAIN (ANALYZE, BUFFERS)`, SQLite
 //! `EXPLAIN QUERY PLAN`. Every plan should be an index lookup or an index range scan.
 
-use std::time::Duration;
-
 use clap::Args;
 use readiness::store::entities::{account, delivery, event, user};
-use readiness::store::{self, StoreOptions};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait, Statement,
@@ -24,14 +21,7 @@ pub struct ExplainArgs {
 }
 
 pub async fn run(args: ExplainArgs) -> anyhow::Result<Value> {
-    let db = store::connect(&StoreOptions {
-        url: args.database_url.clone(),
-        max_connections: 1,
-        connect_timeout: Duration::from_secs(30),
-    })
-    .await?
-    .db()
-    .clone();
+    let db = crate::open_database(&args.database_url, 1).await?;
     let backend = db.get_database_backend();
     let middle = args.users / 2;
     let user_id = crate::seed::user_id(middle).to_string();

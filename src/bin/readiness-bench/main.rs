@@ -17,6 +17,16 @@ mod streams;
 
 use clap::{Parser, Subcommand};
 
+/// Opens (and migrates) the store at `url` for a bench tool, with `connections` pooled.
+async fn open_database(url: &str, connections: u32) -> anyhow::Result<readiness::store::Db> {
+    let options = readiness::store::StoreOptions {
+        url: url.to_owned(),
+        max_connections: connections,
+        connect_timeout: std::time::Duration::from_secs(30),
+    };
+    Ok(readiness::store::connect(&options).await?.db().clone())
+}
+
 /// Benchmark tools for the readiness service.
 #[derive(Debug, Parser)]
 #[command(name = "readiness-bench", version, about)]

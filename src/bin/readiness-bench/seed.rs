@@ -2,7 +2,7 @@
 //! through webhooks: users `from..to` with 1-3 accounts each (2.5 on average), their state derived
 //! by the service's own rules, and optionally report events appended to the log.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, TimeZone, Utc};
 use clap::Args;
@@ -11,7 +11,6 @@ use readiness::domain::events::DomainEvent;
 use readiness::domain::readiness::user_readiness;
 use readiness::domain::{ReportId, UserId};
 use readiness::store::entities::{account, event, user};
-use readiness::store::{self, StoreOptions};
 use sea_orm::{ActiveValue::Set, EntityTrait, PaginatorTrait, TransactionTrait};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -106,14 +105,7 @@ fn user_rows(index: u64) -> anyhow::Result<(user::ActiveModel, Vec<account::Acti
 }
 
 pub async fn run(args: SeedArgs) -> anyhow::Result<Value> {
-    let db = store::connect(&StoreOptions {
-        url: args.database_url.clone(),
-        max_connections: 2,
-        connect_timeout: Duration::from_secs(30),
-    })
-    .await?
-    .db()
-    .clone();
+    let db = crate::open_database(&args.database_url, 2).await?;
     let started = Instant::now();
     let mut start = args.from;
     while start < args.to {
