@@ -4,7 +4,6 @@
 //! nothing.
 
 use chrono::{DateTime, Utc};
-use sha2::Digest;
 
 use super::pipeline::{self, Input};
 use super::{Core, CoreError, Outcome};
@@ -39,7 +38,6 @@ impl Core {
             .delivery_for_replay(id)
             .await?
             .ok_or_else(|| CoreError::NotFound(format!("delivery {id}")))?;
-        let sha = hex::encode(sha2::Sha256::digest(&body));
         let (verdict, outcome, events) = match argyle::parse(&body) {
             Err(error) => {
                 let reason = error.to_string();
@@ -64,7 +62,7 @@ impl Core {
                 let input = Input {
                     delivery_id: id,
                     event: &parsed.event,
-                    content_key: &sha,
+                    content_key: &parsed.fact_key,
                 };
                 let mut applied = pipeline::apply(&batch, at, std::slice::from_ref(&input)).await?;
                 let outcome = applied.outcomes.pop().unwrap_or(Outcome::Ignored);

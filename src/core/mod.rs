@@ -24,7 +24,7 @@ pub use commit::{IngestBacklog, IngestOptions};
 pub use health::{NotReady, PROBE_INTERVAL};
 pub use ingest::{IngestReport, Outcome};
 pub use log::{Cursor, EventFilter, Start, StreamItem, StreamOptions};
-pub use queries::{ReportFilter, ReportLookup, ReportView, UserLookup};
+pub use queries::{ReportFilter, ReportLookup, ReportView, UserFilter, UserLookup};
 
 pub use crate::domain::events::LoggedEvent;
 pub use crate::domain::inbox::{InboxFilter, StoredDelivery};

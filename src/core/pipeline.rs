@@ -21,7 +21,8 @@ use crate::store::{Batch, Inboxed, NewDelivery, Store, Wanted};
 pub(super) struct Input<'a> {
     pub(super) delivery_id: i64,
     pub(super) event: &'a ArgyleEvent,
-    /// The SHA-256 of the body: the identity of facts without an id of their own.
+    /// The delivery's fact key (its content without the subscription name): the identity of
+    /// facts without an id of their own.
     pub(super) content_key: &'a str,
 }
 
@@ -65,7 +66,7 @@ pub(super) async fn store_batch(
                     Some(Input {
                         delivery_id: *id,
                         event: &delivery.event,
-                        content_key: &jobs[i].sha,
+                        content_key: &delivery.fact_key,
                     })
                 }
                 _ => None,
@@ -177,6 +178,7 @@ pub(super) async fn apply(
         wanted.accounts.extend(user::accounts_named(input.event));
         if let Some(report) = user::report_named(input.event, input.content_key) {
             wanted.reports.insert(report, owner);
+            wanted.report_deliveries.insert(input.delivery_id, owner);
         }
     }
     let mut loaded = batch.load(&wanted).await?;

@@ -4,7 +4,7 @@
 use super::{Core, CoreError};
 use crate::domain::user::{Report, User};
 use crate::domain::{ReadinessState, ReportId, ReportType, UserId, echo};
-use crate::store::{ReportKey, ReportQuery};
+use crate::store::{ReportKey, ReportQuery, UserQuery};
 
 /// How a caller names a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,14 @@ pub enum UserLookup {
 pub enum ReportLookup {
     Id(ReportId),
     ArgyleId(String),
+}
+
+/// Which users to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    pub state: Option<ReadinessState>,
+    /// Only users that ever had this external id.
+    pub external_id: Option<String>,
 }
 
 /// A report with its position in the order reports were recorded (the paging key).
@@ -76,15 +84,19 @@ impl Core {
         }
     }
 
-    /// Users ordered by id, optionally in one state, after `after`, at most `limit`.
+    /// Users ordered by id, matching `filter`, after `after`, at most `limit`.
     pub async fn list_users(
         &self,
-        state: Option<ReadinessState>,
+        filter: &UserFilter,
         after: Option<UserId>,
         limit: u64,
     ) -> Result<Vec<User>, CoreError> {
         self.health.check_file()?;
-        Ok(self.store.users(state, after, limit).await?)
+        let query = UserQuery {
+            state: filter.state,
+            external_id: filter.external_id.clone(),
+        };
+        Ok(self.store.users(&query, after, limit).await?)
     }
 
     /// One report.

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::AccountState;
+use super::readiness::AccountStanding;
 
 /// Argyle's error code and message for a failed or disconnected account.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -93,6 +94,9 @@ pub struct AccountFacts {
     pub connected_at: Option<DateTime<Utc>>,
     /// Latest connection error Argyle reported with a time.
     pub error: Option<TimedError>,
+    /// The latest timed error that carried a code or a message: an error reported again
+    /// without them (a resource copy with `error_code: null`) never erases what is known.
+    pub explained_error: Option<TimedError>,
     /// Latest `last_synced_at` from `reports.ready`.
     pub synced_at: Option<DateTime<Utc>>,
     /// Listed as synced without a time.
@@ -102,9 +106,9 @@ pub struct AccountFacts {
 
 /// The state derived from an account's facts, with the error that explains it, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Derived<'a> {
+pub struct Derived {
     pub state: AccountState,
-    pub error: Option<&'a ErrorInfo>,
+    pub error: Option<ErrorInfo>,
 }
 
 fn keep_max<T: Ord>(slot: &mut Option<T>, value: T) {
@@ -140,14 +144,17 @@ impl AccountFacts {
             Observation::Connection(connection) => match connection.status {
                 ConnectionStatus::Connecting => keep_max(&mut self.connecting_at, connection.at),
                 ConnectionStatus::Connected => keep_max(&mut self.connected_at, connection.at),
-                ConnectionStatus::Error => keep_max(
-                    &mut self.error,
-                    TimedError {
+                ConnectionStatus::Error => {
+                    let error = TimedError {
                         at: connection.at,
                         from_failed_event: connection.from_failed_event,
                         error: connection.error.clone(),
-                    },
-                ),
+                    };
+                    if error.error.code.is_some() || error.error.message.is_some() {
+                        keep_max(&mut self.explained_error, error.clone());
+                    }
+                    keep_max(&mut self.error, error);
+                }
             },
             Observation::SyncedAt(at) => keep_max(&mut self.synced_at, *at),
             Observation::Synced => self.synced = true,
@@ -170,8 +177,41 @@ impl AccountFacts {
         self.connected || self.connected_at.is_some() || self.synced_at.is_some() || self.synced
     }
 
+    /// True when Argyle has retrieved data from the account (a `reports.ready` time, or sync
+    /// evidence without a time): Argyle keeps that data and can still build a report from it,
+    /// whatever has happened to the connection since.
+    pub fn has_synced_data(&self) -> bool {
+        self.synced_at.is_some() || self.synced
+    }
+
+    /// The account as the readiness rule sees it.
+    pub fn standing(&self) -> AccountStanding {
+        AccountStanding {
+            state: self.state().state,
+            has_synced_data: self.has_synced_data(),
+        }
+    }
+
+    /// `error` with a missing code or message filled from the latest error that had one (a
+    /// timed one, else a bare failure): a copy reported without them never erases them.
+    fn explain(&self, error: &ErrorInfo) -> ErrorInfo {
+        let known = [
+            self.explained_error.as_ref().map(|timed| &timed.error),
+            self.failure.as_ref(),
+        ];
+        let first = |field: fn(&ErrorInfo) -> &Option<String>| {
+            field(error)
+                .clone()
+                .or_else(|| known.iter().flatten().find_map(|e| field(e).clone()))
+        };
+        ErrorInfo {
+            code: first(|e| &e.code),
+            message: first(|e| &e.message),
+        }
+    }
+
     /// The account's state: a pure function of the facts (see the module documentation).
-    pub fn state(&self) -> Derived<'_> {
+    pub fn state(&self) -> Derived {
         let plain = |state| Derived { state, error: None };
         if self.removed {
             return plain(AccountState::Removed);
@@ -207,7 +247,7 @@ impl AccountFacts {
                     };
                     Derived {
                         state,
-                        error: Some(&error.error),
+                        error: Some(self.explain(&error.error)),
                     }
                 }
             }
@@ -217,7 +257,7 @@ impl AccountFacts {
                 } else if let Some(failure) = &self.failure {
                     Derived {
                         state: AccountState::Failed,
-                        error: Some(failure),
+                        error: Some(failure.clone()),
                     }
                 } else if self.connected {
                     plain(AccountState::Connected)
@@ -392,9 +432,56 @@ mod tests {
         let derived = facts.state();
         assert_eq!(derived.state, AccountState::Failed);
         assert_eq!(
-            derived.error.and_then(|e| e.code.as_deref()),
+            derived.error.and_then(|e| e.code).as_deref(),
             Some("invalid_credentials")
         );
+    }
+
+    #[test]
+    fn an_error_repeated_without_its_code_never_erases_it() {
+        let code = |facts: &AccountFacts| facts.state().error.and_then(|e| e.code);
+        let failed_with_resource = |minute, code: Option<&str>| {
+            Observation::Connection(TimedConnection {
+                at: at(minute),
+                status: ConnectionStatus::Error,
+                from_failed_event: true,
+                error: ErrorInfo {
+                    code: code.map(str::to_owned),
+                    message: None,
+                },
+            })
+        };
+        let twin = |minute| {
+            Observation::Connection(TimedConnection {
+                at: at(minute),
+                status: ConnectionStatus::Error,
+                from_failed_event: false,
+                error: ErrorInfo::default(),
+            })
+        };
+        for order in [
+            vec![
+                failed_with_resource(1, Some("mfa_timeout")),
+                twin(1),
+                twin(2),
+            ],
+            vec![
+                twin(2),
+                twin(1),
+                failed_with_resource(1, Some("mfa_timeout")),
+            ],
+        ] {
+            let mut facts = AccountFacts::default();
+            for observation in &order {
+                facts.observe(observation);
+            }
+            assert_eq!(code(&facts).as_deref(), Some("mfa_timeout"), "{order:?}");
+        }
+        // A bare failure's code explains a later timed error without one.
+        let mut facts = AccountFacts::default();
+        facts.observe(&failed());
+        facts.observe(&twin(3));
+        assert_eq!(code(&facts).as_deref(), Some("invalid_credentials"));
     }
 
     fn observation() -> impl Strategy<Value = Observation> {
@@ -462,7 +549,7 @@ mod tests {
                 .observe(observation);
         }
         let readiness = super::super::readiness::user_readiness(
-            accounts.iter().flatten().map(|facts| facts.state().state),
+            accounts.iter().flatten().map(AccountFacts::standing),
         );
         (
             accounts

@@ -20,6 +20,10 @@ pub struct Delivery {
     /// The subscription `name` Argyle echoes back, if present.
     pub subscription: Option<String>,
     pub event: ArgyleEvent,
+    /// SHA-256 (hex) of the delivery's content without `name`: the identity of the fact it
+    /// states, the same whichever subscription delivered it (ids derived from a delivery's
+    /// content use this, never the raw body's hash).
+    pub fact_key: String,
 }
 
 /// What a delivery means for this service.
@@ -193,6 +197,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
         return Err(ParseError::new("$", "expected a JSON object"));
     }
     reject_nul("$", &value)?;
+    let fact_key = fact_key(&value);
     let envelope: Envelope = from_json(value, "$")?;
     check_len("event", &envelope.event)?;
     if let Some(name) = &envelope.name {
@@ -210,7 +215,19 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
         event_name: envelope.event,
         subscription: envelope.name,
         event,
+        fact_key,
     })
+}
+
+/// The hash of a delivery without its subscription `name`, over a canonical form (serde_json's
+/// map keeps keys sorted, so key order and white space do not matter either).
+fn fact_key(value: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut fact = value.clone();
+    if let Some(envelope) = fact.as_object_mut() {
+        envelope.remove("name");
+    }
+    hex::encode(Sha256::digest(fact.to_string().as_bytes()))
 }
 
 /// NUL cannot be stored in PostgreSQL text and never appears in Argyle data.
@@ -270,19 +287,21 @@ fn required_data(data: Option<serde_json::Value>) -> Result<serde_json::Value, P
 
 fn account_event(event: &str, data: serde_json::Value) -> Result<ArgyleEvent, ParseError> {
     let data: AccountData = from_json(data, "data")?;
-    let failed_event = event == "accounts.failed";
+    // `accounts.failed` carries its error at the top of `data`; the resource's copy may lack it
+    // (`error_code: null`) or differ: the top-level one wins, a null never erases it.
+    let failure = (event == "accounts.failed").then_some(ErrorInfo {
+        code: data.error_code,
+        message: data.error_message,
+    });
     let mut observations = match event {
         "accounts.added" => vec![Observation::Added],
         "accounts.connected" => vec![Observation::Connected],
-        "accounts.failed" => vec![Observation::Failed(ErrorInfo {
-            code: data.error_code,
-            message: data.error_message,
-        })],
+        "accounts.failed" => vec![Observation::Failed(failure.clone().unwrap_or_default())],
         "accounts.removed" => vec![Observation::Removed],
         _ => vec![],
     };
     if let Some(connection) = data.resource.and_then(|resource| resource.connection) {
-        observations.extend(connection_observation(connection, failed_event));
+        observations.extend(connection_observation(connection, failure.as_ref()));
     }
     Ok(ArgyleEvent::Account {
         user: UserId(data.user),
@@ -291,8 +310,13 @@ fn account_event(event: &str, data: serde_json::Value) -> Result<ArgyleEvent, Pa
     })
 }
 
-/// What `resource.connection` adds; unknown statuses add nothing.
-fn connection_observation(connection: Connection, from_failed_event: bool) -> Option<Observation> {
+/// What `resource.connection` adds; unknown statuses add nothing. `failure` is the top-level
+/// error of an `accounts.failed` (then the observation comes from a failed event).
+fn connection_observation(
+    connection: Connection,
+    failure: Option<&ErrorInfo>,
+) -> Option<Observation> {
+    let from_failed_event = failure.is_some();
     let status = match connection.status.as_deref()? {
         "connecting" => ConnectionStatus::Connecting,
         "connected" => ConnectionStatus::Connected,
@@ -300,8 +324,12 @@ fn connection_observation(connection: Connection, from_failed_event: bool) -> Op
         _ => return None,
     };
     let error = ErrorInfo {
-        code: connection.error_code,
-        message: connection.error_message,
+        code: failure
+            .and_then(|f| f.code.clone())
+            .or(connection.error_code),
+        message: failure
+            .and_then(|f| f.message.clone())
+            .or(connection.error_message),
     };
     Some(match (connection.updated_at, status) {
         (Some(at), status) => Observation::Connection(TimedConnection {
@@ -479,6 +507,22 @@ mod tests {
         let error = parse(updated.as_bytes()).unwrap_err();
         assert_eq!(error.path, "data.resource.connection.updated_at");
         assert!(error.message.contains("leap second"), "{error}");
+    }
+
+    #[test]
+    fn the_fact_key_ignores_the_subscription_name_key_order_and_white_space() {
+        let a = format!(
+            r#"{{"event":"reports.generated","name":"sub-a","data":{{"user":"{USER}","type":"voie"}}}}"#
+        );
+        let b = format!(
+            r#"{{ "data": {{"type": "voie", "user": "{USER}"}}, "name": "sub-b", "event": "reports.generated" }}"#
+        );
+        let c = format!(
+            r#"{{"event":"reports.generated","name":"sub-a","data":{{"user":"{USER}","type":"voe"}}}}"#
+        );
+        let key = |body: &str| parse(body.as_bytes()).unwrap().fact_key;
+        assert_eq!(key(&a), key(&b));
+        assert_ne!(key(&a), key(&c));
     }
 
     #[test]

@@ -89,11 +89,13 @@ pub fn account(account: &Account) -> pb::Account {
 pub fn user(user: &User) -> pb::UserReadiness {
     pb::UserReadiness {
         user_id: user.id.to_string(),
-        external_id: user.external_id.clone().unwrap_or_default(),
+        external_id: user.external_id().unwrap_or_default().to_owned(),
         state: readiness_state(user.readiness).into(),
         since: Some(timestamp(user.since)),
         accounts: user.accounts.values().map(account).collect(),
         updated_at: Some(timestamp(user.updated_at)),
+        data_as_of: user.data_as_of().map(timestamp),
+        external_ids: user.external_ids.iter().cloned().collect(),
     }
 }
 

@@ -12,7 +12,7 @@ use super::pb::{
 };
 use super::status::invalid_argument;
 use super::streams::{self, ServerStream};
-use crate::core::{Core, UserLookup};
+use crate::core::{Core, UserFilter, UserLookup};
 
 pub struct ReadinessApi {
     core: Core,
@@ -66,17 +66,24 @@ impl ReadinessService for ReadinessApi {
     ) -> Result<Response<ListUsersResponse>, Status> {
         super::metered("ListUsers", async move {
             let request = request.into_inner();
-            let state = convert::readiness_filter(request.state, "state")?;
+            let filter = UserFilter {
+                state: convert::readiness_filter(request.state, "state")?,
+                external_id: Some(request.external_id.trim().to_owned())
+                    .filter(|id| !id.is_empty()),
+            };
             let paging = PageRequest {
                 token: &request.page_token,
                 size: request.page_size,
-                filter: format!("state={}", request.state),
+                filter: format!(
+                    "state={};external_id={}",
+                    request.state, request.external_id
+                ),
             };
             let (users, next_page_token) = page_token::page(
                 paging,
                 |key| convert::uuid_field("page_token", key),
                 |user: &crate::core::User| user.id.to_string(),
-                |after, limit| self.core.list_users(state, after, limit),
+                |after, limit| self.core.list_users(&filter, after, limit),
             )
             .await?;
             Ok(Response::new(ListUsersResponse {

@@ -15,7 +15,7 @@ use sea_orm::{
     IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, TryInsertResult,
 };
 
-use super::entities::{account, delivery, report, user};
+use super::entities::{account, delivery, report, user, user_external_id};
 use super::rows::{
     account_row, parse_id, parse_name, report_from_row, report_row, user_from_rows, user_row,
 };
@@ -25,8 +25,9 @@ use crate::domain::user::{Owners, Report, User};
 use crate::domain::{AccountId, DeliveryStatus, ReportId, UserId};
 
 /// The columns a user's write-back changes (the id and `created_at` never change).
-const USER_CHANGES: [user::Column; 4] = [
+const USER_CHANGES: [user::Column; 5] = [
     user::Column::ExternalId,
+    user::Column::ExternalIds,
     user::Column::State,
     user::Column::StateSince,
     user::Column::UpdatedAt,
@@ -77,6 +78,9 @@ pub struct Wanted {
     pub accounts: BTreeSet<AccountId>,
     /// Every report the batch names, with the user whose event names it.
     pub reports: BTreeMap<ReportId, UserId>,
+    /// Deliveries that announce a report, with their user: a report a delivery announced before
+    /// is known by it, whatever its id (replays of deliveries stored under an older id rule).
+    pub report_deliveries: BTreeMap<i64, UserId>,
 }
 
 /// The aggregates a batch applies its events to, and who owns the accounts it names.
@@ -195,14 +199,18 @@ impl Batch {
         let mut reports: HashMap<UserId, Vec<Report>> = HashMap::new();
         if !wanted.reports.is_empty() {
             let ids = wanted.reports.keys().map(ReportId::to_string);
-            for row in report::Entity::find()
-                .filter(report::Column::Id.is_in(ids))
-                .all(&self.txn)
-                .await?
-            {
+            let deliveries = wanted.report_deliveries.keys().copied();
+            let named = Condition::any()
+                .add(report::Column::Id.is_in(ids))
+                .add(report::Column::DeliveryId.is_in(deliveries));
+            for row in report::Entity::find().filter(named).all(&self.txn).await? {
                 let (_, report) = report_from_row(row)?;
                 // Known to the user whose event names it, so that it is not announced again.
-                if let Some(named_by) = wanted.reports.get(&report.id) {
+                let named_by = wanted
+                    .reports
+                    .get(&report.id)
+                    .or_else(|| wanted.report_deliveries.get(&report.delivery_id));
+                if let Some(named_by) = named_by {
                     reports.entry(*named_by).or_default().push(report);
                 }
             }
@@ -241,6 +249,7 @@ impl Batch {
     ) -> Result<(), StoreError> {
         let (mut created, mut updated, mut accounts, mut reports) =
             (vec![], vec![], vec![], vec![]);
+        let mut external_ids = vec![];
         for user in users {
             let changes = user.changes();
             if changes.user {
@@ -260,6 +269,12 @@ impl Batch {
                     reports.push(report_row(report));
                 }
             }
+            external_ids.extend(changes.new_external_ids.iter().map(|id| {
+                user_external_id::ActiveModel {
+                    external_id: Set(id.clone()),
+                    user_id: Set(user.id.to_string()),
+                }
+            }));
         }
         if !created.is_empty() {
             // A plain insert: a user created meanwhile by another replica fails the batch, which
@@ -278,6 +293,15 @@ impl Batch {
         .await?;
         if !reports.is_empty() {
             report::Entity::insert_many(reports)
+                .exec_without_returning(&self.txn)
+                .await?;
+        }
+        if !external_ids.is_empty() {
+            user_external_id::Entity::insert_many(external_ids)
+                .on_conflict_do_nothing_on([
+                    user_external_id::Column::ExternalId,
+                    user_external_id::Column::UserId,
+                ])
                 .exec_without_returning(&self.txn)
                 .await?;
         }

@@ -36,7 +36,12 @@ pub mod user {
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub user_id: String,
+        /// The greatest of `external_ids` (order-independent), for the old single-id lookups.
         pub external_id: Option<String>,
+        /// Every external id Argyle reported for the user, a sorted JSON array of strings
+        /// (`[]` on rows written before it existed: then `external_id` is the only one).
+        #[sea_orm(column_type = "Text")]
+        pub external_ids: String,
         pub state: String,
         pub state_since: DateTimeUtc,
         pub created_at: DateTimeUtc,
@@ -157,6 +162,25 @@ pub mod write_probe {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i32,
         pub probes: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod user_external_id {
+    use sea_orm::entity::prelude::*;
+
+    /// One external id of one user: a lookup by any id a user ever had is one index scan.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "user_external_ids")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub external_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

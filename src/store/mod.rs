@@ -20,7 +20,7 @@ pub use batch::{Batch, Inboxed, Loaded, NewDelivery, Wanted};
 pub use checks::{DatabaseFile, FileChange};
 pub use inbox::Verdict;
 pub use migrations::Migrator;
-pub use reads::{ReportKey, ReportQuery};
+pub use reads::{ReportKey, ReportQuery, UserQuery};
 
 /// The database connection pool, as the layers above may hold it (they never name the driver).
 pub type Db = DatabaseConnection;

@@ -4,13 +4,31 @@
 
 use std::collections::HashMap;
 
+use sea_orm::sea_query::Query;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::entities::{account, report, user};
+use super::entities::{account, report, user, user_external_id};
 use super::rows::{report_from_row, user_from_rows};
 use super::{Store, StoreError};
 use crate::domain::user::{Report, User};
 use crate::domain::{ReadinessState, ReportId, UserId};
+
+/// Which users to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserQuery {
+    pub state: Option<ReadinessState>,
+    /// Only users that ever had this external id.
+    pub external_id: Option<String>,
+}
+
+impl UserQuery {
+    fn external_id(external_id: &str) -> Self {
+        Self {
+            external_id: Some(external_id.to_owned()),
+            ..Self::default()
+        }
+    }
+}
 
 /// How a report is named: by this service's id or by Argyle's report id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,36 +61,39 @@ impl Store {
         user_from_rows(row, accounts, vec![]).map(Some)
     }
 
-    /// Users whose external id is `external_id`, at most `limit`, with their accounts.
+    /// Users that ever had the external id `external_id`, at most `limit`, with their accounts.
     pub async fn users_by_external_id(
         &self,
         external_id: &str,
         limit: u64,
     ) -> Result<Vec<User>, StoreError> {
-        let rows = user::Entity::find()
-            .filter(user::Column::ExternalId.eq(external_id))
-            .order_by_asc(user::Column::UserId)
-            .limit(limit)
-            .all(&self.db)
-            .await?;
-        self.with_accounts(rows).await
+        self.users(&UserQuery::external_id(external_id), None, limit)
+            .await
     }
 
-    /// Users ordered by id, optionally in one state, after `after`, at most `limit`.
+    /// Users ordered by id, after `after`, at most `limit`, matching `query`.
     pub async fn users(
         &self,
-        state: Option<ReadinessState>,
+        query: &UserQuery,
         after: Option<UserId>,
         limit: u64,
     ) -> Result<Vec<User>, StoreError> {
-        let mut query = user::Entity::find().order_by_asc(user::Column::UserId);
-        if let Some(state) = state {
-            query = query.filter(user::Column::State.eq(state.as_str()));
+        let mut select = user::Entity::find().order_by_asc(user::Column::UserId);
+        if let Some(state) = query.state {
+            select = select.filter(user::Column::State.eq(state.as_str()));
+        }
+        if let Some(external_id) = &query.external_id {
+            let holders = Query::select()
+                .column(user_external_id::Column::UserId)
+                .from(user_external_id::Entity)
+                .and_where(user_external_id::Column::ExternalId.eq(external_id.as_str()))
+                .to_owned();
+            select = select.filter(user::Column::UserId.in_subquery(holders));
         }
         if let Some(after) = after {
-            query = query.filter(user::Column::UserId.gt(after.to_string()));
+            select = select.filter(user::Column::UserId.gt(after.to_string()));
         }
-        let rows = query.limit(limit).all(&self.db).await?;
+        let rows = select.limit(limit).all(&self.db).await?;
         self.with_accounts(rows).await
     }
 

@@ -1,6 +1,7 @@
 //! Rows ↔ domain values. The tables hold strings and JSON; everything above the store sees only
 //! domain types. A row this version cannot read is [`StoreError::Corrupt`], never a panic.
 
+use std::collections::BTreeSet;
 use std::str::FromStr;
 
 use sea_orm::ActiveValue::Set;
@@ -79,9 +80,16 @@ pub(crate) fn user_from_rows(
         .into_iter()
         .map(account_from_row)
         .collect::<Result<Vec<_>, _>>()?;
+    let mut external_ids: BTreeSet<String> =
+        serde_json::from_str(&row.external_ids).map_err(|error| StoreError::Corrupt {
+            table: "users",
+            detail: format!("external ids of {}: {error}", row.user_id),
+        })?;
+    // Rows written before the set existed hold their one id in `external_id` only.
+    external_ids.extend(row.external_id);
     Ok(User::restore(
         parse_id("users", &row.user_id)?,
-        row.external_id,
+        external_ids,
         parse_name("users", &row.state)?,
         row.state_since,
         row.created_at,
@@ -94,7 +102,8 @@ pub(crate) fn user_from_rows(
 pub(crate) fn user_row(user: &User) -> user::ActiveModel {
     user::ActiveModel {
         user_id: Set(user.id.to_string()),
-        external_id: Set(user.external_id.clone()),
+        external_id: Set(user.external_id().map(str::to_owned)),
+        external_ids: Set(serde_json::json!(user.external_ids).to_string()),
         state: Set(user.readiness.as_str().to_owned()),
         state_since: Set(user.since),
         created_at: Set(user.created_at),

@@ -161,6 +161,54 @@ async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
 }
 
 #[tokio::test]
+async fn every_change_of_a_batch_spanning_many_users_carries_the_batchs_one_moment() {
+    let app = spawn_app().await;
+    let users: Vec<String> = (0..6).map(|_| new_id()).collect();
+    let queued = users
+        .iter()
+        .map(|user| body::connected(user, &new_id()))
+        .collect();
+    for (body, status, _) in queue_behind_a_busy_commit(&app, queued).await {
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let mut moments = std::collections::BTreeSet::new();
+    for user in &users {
+        let readiness = app.readiness(user).await;
+        let since = readiness.since.unwrap();
+        assert_eq!(readiness.updated_at.unwrap(), since);
+        assert_eq!(readiness.accounts[0].first_seen_at.unwrap(), since);
+        moments.insert((since.seconds, since.nanos));
+    }
+    for row in event::Entity::find().all(app.core.db()).await.unwrap() {
+        if users.contains(&row.user_id) {
+            moments.insert((
+                row.recorded_at.timestamp(),
+                row.recorded_at.timestamp_subsec_nanos() as i32,
+            ));
+        }
+    }
+    for row in app.deliveries().await {
+        if row
+            .user_id
+            .as_ref()
+            .is_some_and(|user| users.contains(user))
+        {
+            moments.insert((
+                row.received_at.timestamp(),
+                row.received_at.timestamp_subsec_nanos() as i32,
+            ));
+        }
+    }
+    assert_eq!(
+        moments.len(),
+        1,
+        "since, updated_at, first_seen_at, changed_at and received_at of one batch: {moments:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_delivery_the_database_refuses_does_not_fail_the_rest_of_its_batch() {
     let app = spawn_app().await;
     let other = Database::connect(&app.database_url()).await.unwrap();

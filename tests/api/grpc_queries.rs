@@ -117,6 +117,7 @@ async fn users_are_listed_by_state_across_pages() {
                 state: ReadinessState::Ready.into(),
                 page_size: 3,
                 page_token: page_token.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -150,6 +151,7 @@ async fn users_are_listed_by_state_across_pages() {
             state: ReadinessState::Ready.into(),
             page_size: 1,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -159,6 +161,7 @@ async fn users_are_listed_by_state_across_pages() {
             state: ReadinessState::Pending.into(),
             page_size: 1,
             page_token: first.next_page_token,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -149,7 +149,7 @@ async fn a_late_bare_connected_event_never_unreadies_a_synced_account() {
 }
 
 #[tokio::test]
-async fn a_disconnection_after_a_sync_blocks_a_user_with_no_other_account() {
+async fn a_disconnection_after_a_sync_keeps_its_data_and_the_user_ready() {
     let app = TestApp::spawn().await;
     let (user, account, other) = (new_id(), new_id(), new_id());
     app.deliver_ok(&body::connected_at(&user, &account, T1))
@@ -159,15 +159,25 @@ async fn a_disconnection_after_a_sync_blocks_a_user_with_no_other_account() {
     app.deliver_ok(&body::updated(&user, &account, "error", T3))
         .await;
 
+    // Argyle keeps the data it synced: a report can still be generated, as of T2; the account
+    // keeps its state and error, so the user can be asked to reconnect for fresher data.
     let readiness = app.readiness(&user).await;
-    assert_eq!(readiness.state(), ReadinessState::Blocked);
+    assert_eq!(readiness.state(), ReadinessState::Ready);
     assert_eq!(readiness.accounts[0].state(), AccountState::Disconnected);
     assert_eq!(readiness.accounts[0].error_code, "auth_required");
+    assert_eq!(readiness.data_as_of, readiness.accounts[0].last_synced_at);
 
-    // A second, synced account makes the user ready again: disconnections do not block.
+    // A second, synced account adds its data; the older sync still dates the report.
     app.deliver_ok(&body::connected(&user, &other)).await;
     app.deliver_ok(&body::ready(&user, &[(&other, T4)])).await;
-    assert_eq!(app.state(&user).await, ReadinessState::Ready);
+    let readiness = app.readiness(&user).await;
+    assert_eq!(readiness.state(), ReadinessState::Ready);
+    assert_eq!(
+        readiness.data_as_of.unwrap().seconds,
+        chrono::DateTime::parse_from_rfc3339(T2)
+            .unwrap()
+            .timestamp()
+    );
     app.stop().await;
 }
 

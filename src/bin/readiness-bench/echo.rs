@@ -87,6 +87,8 @@ fn canned() -> UserReadiness {
         since: at,
         accounts: vec![account(1), account(2), account(3)],
         updated_at: at,
+        data_as_of: at,
+        external_ids: vec!["bench-0".into()],
     }
 }
 

@@ -3,7 +3,7 @@
 //! `EXPLAIN QUERY PLAN`. Every plan should be an index lookup or an index range scan.
 
 use clap::Args;
-use readiness::store::entities::{account, delivery, event, user};
+use readiness::store::entities::{account, delivery, event, user, user_external_id};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait, Statement,
@@ -27,9 +27,19 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<Value> {
     let user_id = crate::seed::user_id(middle).to_string();
     let statements: Vec<(&str, Statement)> = vec![
         (
-            "GetUserReadiness: user by external id",
+            "GetUserReadiness: users that ever had an external id",
             user::Entity::find()
-                .filter(user::Column::ExternalId.eq(format!("bench-{middle}")))
+                .filter(
+                    user::Column::UserId.in_subquery(
+                        sea_orm::sea_query::Query::select()
+                            .column(user_external_id::Column::UserId)
+                            .from(user_external_id::Entity)
+                            .and_where(
+                                user_external_id::Column::ExternalId.eq(format!("bench-{middle}")),
+                            )
+                            .to_owned(),
+                    ),
+                )
                 .order_by_asc(user::Column::UserId)
                 .limit(2)
                 .build(backend),

@@ -10,7 +10,7 @@ use readiness::domain::account::{AccountFacts, ErrorInfo, Observation};
 use readiness::domain::events::DomainEvent;
 use readiness::domain::readiness::user_readiness;
 use readiness::domain::{ReportId, UserId};
-use readiness::store::entities::{account, event, user};
+use readiness::store::entities::{account, event, user, user_external_id};
 use sea_orm::{ActiveValue::Set, EntityTrait, PaginatorTrait, TransactionTrait};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -79,8 +79,8 @@ fn user_rows(index: u64) -> anyhow::Result<(user::ActiveModel, Vec<account::Acti
             }
         }
         let derived = facts.state();
-        let error = derived.error.cloned();
-        states.push(derived.state);
+        let error = derived.error;
+        states.push(facts.standing());
         accounts.push(account::ActiveModel {
             account_id: Set(account_id(index, k).to_string()),
             user_id: Set(user_id(index).to_string()),
@@ -96,6 +96,7 @@ fn user_rows(index: u64) -> anyhow::Result<(user::ActiveModel, Vec<account::Acti
     let user = user::ActiveModel {
         user_id: Set(user_id(index).to_string()),
         external_id: Set(Some(format!("bench-{index}"))),
+        external_ids: Set(format!("[\"bench-{index}\"]")),
         state: Set(user_readiness(states).as_str().to_owned()),
         state_since: Set(now),
         created_at: Set(now),
@@ -112,13 +113,21 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<Value> {
         let end = (start + CHUNK).min(args.to);
         let mut users = Vec::new();
         let mut accounts = Vec::new();
+        let mut external_ids = Vec::new();
         for index in start..end {
             let (user, mut owned) = user_rows(index)?;
             users.push(user);
             accounts.append(&mut owned);
+            external_ids.push(user_external_id::ActiveModel {
+                external_id: Set(format!("bench-{index}")),
+                user_id: Set(user_id(index).to_string()),
+            });
         }
         let txn = db.begin().await?;
         user::Entity::insert_many(users)
+            .exec_without_returning(&txn)
+            .await?;
+        user_external_id::Entity::insert_many(external_ids)
             .exec_without_returning(&txn)
             .await?;
         account::Entity::insert_many(accounts)

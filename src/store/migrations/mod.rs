@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20261127_000001_initial;
 mod m20261127_000002_users_external_id_user_id;
 mod m20261127_000003_write_probe;
+mod m20261130_000004_user_external_ids;
 
 /// Every migration, in order. Run at start-up by [`super::connect`].
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_initial::Migration),
             Box::new(m20261127_000002_users_external_id_user_id::Migration),
             Box::new(m20261127_000003_write_probe::Migration),
+            Box::new(m20261130_000004_user_external_ids::Migration),
         ]
     }
 }
