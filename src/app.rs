@@ -14,8 +14,9 @@ use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 
 use crate::accept::{Admission, ConnectionCaps};
+use crate::argyle::{ArgyleClient, ClientConfig, RetryPolicy};
 use crate::config::{Config, Settings, redact_url};
-use crate::core::{Core, IngestOptions, StreamOptions};
+use crate::core::{Core, IngestOptions, PipelineOptions, StreamOptions};
 use crate::grpc;
 use crate::http::{self, HttpState};
 use crate::store::{self, StoreOptions};
@@ -71,7 +72,7 @@ impl App {
             committers: config.ingest.committers,
             max_batch: config.ingest.batch_max,
         };
-        let core = Core::start(store, streams, ingest)
+        let core = Core::start(store, streams, ingest, pipeline_options(&config)?)
             .await
             .context("starting the event log follower")?;
 
@@ -201,6 +202,40 @@ impl App {
     }
 }
 
+/// The report pipeline: on with Argyle API credentials (its client retries transient failures),
+/// off without them.
+fn pipeline_options(config: &Config) -> anyhow::Result<PipelineOptions> {
+    let argyle = &config.argyle;
+    let client = match &argyle.credentials {
+        Some((id, secret)) => {
+            let client = ArgyleClient::new(ClientConfig::new(
+                argyle.base_url.clone(),
+                id.clone(),
+                secret.clone(),
+            ))
+            .context("argyle_base_url")?;
+            tracing::info!(base_url = %argyle.base_url, auto_generate = ?argyle.auto_generate, "report pipeline on");
+            Some(client.with_retry(RetryPolicy::retrying()))
+        }
+        None => {
+            if !argyle.auto_generate.is_empty() {
+                tracing::warn!(
+                    "reports_auto_generate is set but no Argyle API credentials are: no report is requested (set READINESS_ARGYLE_API_KEY_ID and READINESS_ARGYLE_API_KEY_SECRET)"
+                );
+            }
+            None
+        }
+    };
+    Ok(PipelineOptions {
+        argyle: client,
+        auto_generate: argyle.auto_generate.clone(),
+        max_attempts: argyle.jobs_max_attempts,
+        retry_base: argyle.jobs_retry_base,
+        poll_interval: argyle.jobs_poll,
+        ..PipelineOptions::default()
+    })
+}
+
 /// The caps per listener, from the descriptor limit, logged (with a warning when low).
 fn connection_caps(config: &Config) -> ConnectionCaps {
     let caps = ConnectionCaps::for_this_process(config.database.max_connections);
@@ -250,6 +285,7 @@ fn grpc_access(config: &Config) -> grpc::Access {
             grpc::BearerAuth::new(&security.admin_token_hashes)
                 .or_else(|| grpc::BearerAuth::new(&security.token_hashes))
         }),
+        report_requests: grpc::BearerAuth::new(&security.report_token_hashes),
     };
     if matches!(access.admin, Some(None)) {
         tracing::warn!(

@@ -38,6 +38,11 @@ pub const ARGYLE_CALLS: &str = "readiness_argyle_calls_total";
 /// Seconds from sending an Argyle request to its answer's headers, by `endpoint`.
 pub const ARGYLE_CALL_SECONDS: &str = "readiness_argyle_call_seconds";
 
+/// Report pipeline jobs, by `kind` and `state` (refreshed every few seconds by the workers).
+pub const JOBS: &str = "readiness_report_jobs";
+/// Age of the oldest pending report pipeline job, in seconds (0 when none).
+pub const OLDEST_PENDING_JOB_SECONDS: &str = "readiness_report_job_oldest_pending_seconds";
+
 /// Deliveries stored per group-commit transaction.
 pub const INGEST_BATCH_SIZE: &str = "readiness_ingest_batch_size";
 

@@ -98,11 +98,7 @@ pub struct Report {
     /// Argyle's report id.
     pub id: String,
     pub user: UserId,
-    #[serde(
-        rename = "type",
-        serialize_with = "report_type::serialize",
-        deserialize_with = "report_type::deserialize"
-    )]
+    #[serde(rename = "type", with = "crate::domain::report_type_name")]
     pub report_type: ReportType,
     pub status: ReportStatus,
     /// The PDF; needs the API credentials and redirects. Set once generated.
@@ -171,20 +167,6 @@ where
     T: Default + Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
-}
-
-mod report_type {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use crate::domain::ReportType;
-
-    pub fn serialize<S: Serializer>(value: &ReportType, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(value.as_str())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ReportType, D::Error> {
-        String::deserialize(deserializer).map(|name| ReportType::from_argyle(&name))
-    }
 }
 
 #[cfg(test)]

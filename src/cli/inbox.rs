@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::cli::{InboxAction, InboxArgs};
 use crate::config::Settings;
-use crate::core::{Core, InboxFilter, IngestOptions, Outcome, StreamOptions};
+use crate::core::{Core, InboxFilter, IngestOptions, Outcome, PipelineOptions, StreamOptions};
 use crate::store::{self, StoreOptions};
 
 /// Runs one inbox command to completion.
@@ -28,7 +28,13 @@ pub fn run(args: InboxArgs) -> anyhow::Result<()> {
                 crate::config::redact_url(&settings.database_url)
             )
         })?;
-        let core = Core::start(store, StreamOptions::default(), IngestOptions::default()).await?;
+        let core = Core::start(
+            store,
+            StreamOptions::default(),
+            IngestOptions::default(),
+            PipelineOptions::default(),
+        )
+        .await?;
         let result = act(&core, args.action).await;
         core.shutdown();
         result

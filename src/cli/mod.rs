@@ -216,6 +216,42 @@ pub struct ServeArgs {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Argyle API environment [env: READINESS_ARGYLE_ENVIRONMENT] [default: sandbox]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argyle_environment: Option<crate::config::ArgyleEnvironment>,
+    /// Argyle API base URL, /v2 included [env: READINESS_ARGYLE_BASE_URL]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argyle_base_url: Option<String>,
+    /// Argyle API key id [env: READINESS_ARGYLE_API_KEY_ID]
+    #[arg(long, value_name = "ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argyle_api_key_id: Option<String>,
+    /// Argyle API key secret [env: READINESS_ARGYLE_API_KEY_SECRET]
+    #[arg(long, value_name = "SECRET")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argyle_api_key_secret: Option<String>,
+    /// Report types requested when a user enters READY [env: READINESS_REPORTS_AUTO_GENERATE]
+    #[arg(long, value_name = "TYPE,...")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reports_auto_generate: Option<String>,
+    /// SHA-256 hashes of RequestReport tokens [env: READINESS_GRPC_REPORT_REQUEST_TOKEN_SHA256]
+    #[arg(long, value_name = "HEX,...")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_report_request_token_sha256: Option<String>,
+    /// Attempts of a report job before it gives up [env: READINESS_JOBS_MAX_ATTEMPTS] [default: 10]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs_max_attempts: Option<u32>,
+    /// First delay between a job's attempts, ms [env: READINESS_JOBS_RETRY_BASE_MS] [default: 5000]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs_retry_base_ms: Option<u64>,
+    /// Interval of looks for due jobs, ms [env: READINESS_JOBS_POLL_MS] [default: 1000]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs_poll_ms: Option<u64>,
 }
 
 /// Flags of `sign`.

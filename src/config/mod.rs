@@ -134,6 +134,44 @@ pub struct Settings {
     /// Log format: `text` or `json`. Default `text`. The filter comes from `RUST_LOG`
     /// (default `info`).
     pub log_format: LogFormat,
+    /// Which Argyle API the report pipeline (and `readiness argyle`) uses: `sandbox` or
+    /// `production`. Default `sandbox`.
+    pub argyle_environment: ArgyleEnvironment,
+    /// Another Argyle API base URL, `/v2` included (a proxy, or a fake); wins over
+    /// `argyle_environment`. Default none.
+    pub argyle_base_url: Option<String>,
+    /// Argyle API key id (HTTP Basic user name). With the secret, turns the report pipeline on
+    /// (requests, enrichment, documents); without both it is off. A secret: always redacted.
+    pub argyle_api_key_id: Option<String>,
+    /// Argyle API key secret (HTTP Basic password). A secret: always redacted.
+    pub argyle_api_key_secret: Option<String>,
+    /// Report types requested from Argyle each time a user enters READY, comma-separated (for
+    /// example `voie`). Empty: none (the default).
+    #[serde(deserialize_with = "comma_list")]
+    pub reports_auto_generate: Vec<String>,
+    /// SHA-256 hashes (hex) of the bearer tokens `RequestReport` and `GetReportDocument` require
+    /// (they spend Argyle's quota and read documents), comma-separated. Empty: the general tokens.
+    #[serde(deserialize_with = "comma_list")]
+    pub grpc_report_request_token_sha256: Vec<String>,
+    /// Attempts a report pipeline job makes before it gives up (FAILED, the reason kept).
+    /// Default 10.
+    pub jobs_max_attempts: u32,
+    /// Milliseconds before a job's second attempt; each next wait doubles, up to 10 minutes
+    /// (a 429's `Retry-After` is honoured). Default 5000.
+    pub jobs_retry_base_ms: u64,
+    /// Milliseconds between looks for due jobs when none was announced (jobs of other replicas,
+    /// retries). Default 1000.
+    pub jobs_poll_ms: u64,
+}
+
+/// Which Argyle API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgyleEnvironment {
+    /// `https://api-sandbox.argyle.com/v2`.
+    Sandbox,
+    /// `https://api.argyle.com/v2`.
+    Production,
 }
 
 impl Default for Settings {
@@ -176,6 +214,15 @@ impl Default for Settings {
             http_max_in_flight: 512,
             http_max_in_flight_per_source: None,
             log_format: LogFormat::Text,
+            argyle_environment: ArgyleEnvironment::Sandbox,
+            argyle_base_url: None,
+            argyle_api_key_id: None,
+            argyle_api_key_secret: None,
+            reports_auto_generate: vec![],
+            grpc_report_request_token_sha256: vec![],
+            jobs_max_attempts: 10,
+            jobs_retry_base_ms: 5000,
+            jobs_poll_ms: 1000,
         }
     }
 }
@@ -285,6 +332,9 @@ impl Settings {
             ),
             ("http_idle_timeout_secs", settings.http_idle_timeout_secs),
             ("http_body_timeout_secs", settings.http_body_timeout_secs),
+            ("jobs_max_attempts", u64::from(settings.jobs_max_attempts)),
+            ("jobs_retry_base_ms", settings.jobs_retry_base_ms),
+            ("jobs_poll_ms", settings.jobs_poll_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -300,6 +350,11 @@ impl Settings {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         value["database_url"] = redact_url(&self.database_url).into();
         value["argyle_secrets"] = serde_json::json!(vec!["<redacted>"; self.argyle_secrets.len()]);
+        for key in ["argyle_api_key_id", "argyle_api_key_secret"] {
+            if !value[key].is_null() {
+                value[key] = "<redacted>".into();
+            }
+        }
         value
     }
 }

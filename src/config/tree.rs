@@ -10,6 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::{ConfigError, LogFormat, Settings, redact_url};
+use crate::domain::ReportType;
 use crate::domain::signature::Secret;
 
 /// Every setting of `readiness serve`, parsed and checked.
@@ -21,6 +22,7 @@ pub struct Config {
     pub security: Security,
     pub ingest: IngestConfig,
     pub streams: StreamsConfig,
+    pub argyle: ArgyleConfig,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -132,6 +134,8 @@ pub struct Security {
     pub token_hashes: Vec<[u8; 32]>,
     /// SHA-256 of AdminService tokens; empty means the general tokens apply.
     pub admin_token_hashes: Vec<[u8; 32]>,
+    /// SHA-256 of the tokens RequestReport and GetReportDocument require; empty: the general.
+    pub report_token_hashes: Vec<[u8; 32]>,
 }
 
 impl fmt::Debug for Security {
@@ -140,6 +144,7 @@ impl fmt::Debug for Security {
             .field("webhook_secrets", &self.webhook_secrets)
             .field("token_hashes", &self.token_hashes.len())
             .field("admin_token_hashes", &self.admin_token_hashes.len())
+            .field("report_token_hashes", &self.report_token_hashes.len())
             .finish()
     }
 }
@@ -158,6 +163,36 @@ impl fmt::Debug for TlsFiles {
             .field("cert", &format_args!("{} bytes", self.cert.len()))
             .field("key", &"<redacted>")
             .field("client_ca", &self.client_ca.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// The Argyle API and the report pipeline.
+#[derive(Clone)]
+pub struct ArgyleConfig {
+    /// The API base URL, `/v2` included.
+    pub base_url: String,
+    /// The API key id and secret; `None` turns the report pipeline off.
+    pub credentials: Option<(Secret, Secret)>,
+    /// Types requested when a user enters READY.
+    pub auto_generate: Vec<ReportType>,
+    pub jobs_max_attempts: u32,
+    pub jobs_retry_base: Duration,
+    pub jobs_poll: Duration,
+}
+
+impl fmt::Debug for ArgyleConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArgyleConfig")
+            .field("base_url", &self.base_url)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .field("auto_generate", &self.auto_generate)
+            .field("jobs_max_attempts", &self.jobs_max_attempts)
+            .field("jobs_retry_base", &self.jobs_retry_base)
+            .field("jobs_poll", &self.jobs_poll)
             .finish()
     }
 }
@@ -234,7 +269,12 @@ impl Settings {
                     "grpc_admin_token_sha256",
                     &self.grpc_admin_token_sha256,
                 )?,
+                report_token_hashes: token_hashes(
+                    "grpc_report_request_token_sha256",
+                    &self.grpc_report_request_token_sha256,
+                )?,
             },
+            argyle: self.argyle()?,
             ingest: IngestConfig {
                 committers: self.ingest_committers,
                 batch_max: self.ingest_batch_max,
@@ -246,6 +286,45 @@ impl Settings {
             },
             shutdown_grace: secs(self.shutdown_grace_secs),
             log_format: self.log_format,
+        })
+    }
+
+    /// The Argyle API: base URL, credentials (both or neither), automatic report types.
+    fn argyle(&self) -> Result<ArgyleConfig, ConfigError> {
+        let base_url =
+            self.argyle_base_url
+                .clone()
+                .unwrap_or_else(|| match self.argyle_environment {
+                    super::ArgyleEnvironment::Sandbox => crate::argyle::SANDBOX_URL.to_owned(),
+                    super::ArgyleEnvironment::Production => {
+                        crate::argyle::PRODUCTION_URL.to_owned()
+                    }
+                });
+        let credentials = match (&self.argyle_api_key_id, &self.argyle_api_key_secret) {
+            (Some(id), Some(secret)) => {
+                Some((Secret::new(id.clone()), Secret::new(secret.clone())))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Bad {
+                    setting: "argyle_api_key_id",
+                    problem: "set both argyle_api_key_id and argyle_api_key_secret, or neither"
+                        .into(),
+                });
+            }
+        };
+        let auto_generate = self
+            .reports_auto_generate
+            .iter()
+            .map(|name| ReportType::from_argyle(name))
+            .collect();
+        Ok(ArgyleConfig {
+            base_url,
+            credentials,
+            auto_generate,
+            jobs_max_attempts: self.jobs_max_attempts,
+            jobs_retry_base: Duration::from_millis(self.jobs_retry_base_ms),
+            jobs_poll: Duration::from_millis(self.jobs_poll_ms),
         })
     }
 

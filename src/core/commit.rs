@@ -95,6 +95,7 @@ pub(super) struct Batches {
     pub(super) store: Store,
     pub(super) write_lock: WriteLock,
     pub(super) health: Arc<Health>,
+    pub(super) reports: Arc<super::reports::Pipeline>,
     pub(super) log: Arc<LogShared>,
     pub(super) max_batch: usize,
 }
@@ -208,7 +209,7 @@ impl Batches {
     /// sender retries, and a delivery stored twice is a duplicate).
     async fn store(&self, jobs: &[Job]) -> Result<Vec<IngestReport>, CoreError> {
         self.health.check_file()?;
-        let stored = store_batch(&self.store, jobs, &jobs[0].span).await;
+        let stored = store_batch(&self.store, jobs, &jobs[0].span, &self.reports).await;
         self.health
             .record_ingest(stored.as_ref().map(|(reports, _)| reports.as_slice()));
         let (reports, events) = stored?;

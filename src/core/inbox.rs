@@ -64,7 +64,9 @@ impl Core {
                     event: &parsed.event,
                     content_key: &parsed.fact_key,
                 };
-                let mut applied = pipeline::apply(&batch, at, std::slice::from_ref(&input)).await?;
+                let mut applied =
+                    pipeline::apply(&batch, at, std::slice::from_ref(&input), &self.pipeline)
+                        .await?;
                 let outcome = applied.outcomes.pop().unwrap_or(Outcome::Ignored);
                 let (status, error) = match &outcome {
                     Outcome::Rejected { reason } => {

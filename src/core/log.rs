@@ -163,6 +163,16 @@ impl LogShared {
     pub(super) fn stop(&self) {
         self.stop.cancel();
     }
+
+    /// True once shutdown has begun.
+    pub(super) fn stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Completes when shutdown begins.
+    pub(super) async fn stopping(&self) {
+        self.stop.cancelled().await;
+    }
 }
 
 impl Core {

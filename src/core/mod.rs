@@ -10,9 +10,11 @@ mod commit;
 mod health;
 mod inbox;
 mod ingest;
+mod jobs;
 pub mod log;
 mod pipeline;
 mod queries;
+mod reports;
 
 use std::sync::Arc;
 
@@ -20,15 +22,19 @@ use tokio::sync::Mutex;
 
 use crate::store::{self, Store, StoreError};
 
+pub use crate::argyle::Document;
 pub use commit::{IngestBacklog, IngestOptions};
 pub use health::{NotReady, PROBE_INTERVAL};
 pub use ingest::{IngestReport, Outcome};
+pub use jobs::REQUEST_MARKER;
 pub use log::{Cursor, EventFilter, Start, StreamItem, StreamOptions};
 pub use queries::{ReportFilter, ReportLookup, ReportView, UserFilter, UserLookup};
+pub use reports::{DAILY_CAP, DocumentFormat, PipelineOptions, ReportRequest};
 
 pub use crate::domain::events::LoggedEvent;
 pub use crate::domain::inbox::{InboxFilter, StoredDelivery};
-pub use crate::domain::user::{Account, Report, User};
+pub use crate::domain::report::Report;
+pub use crate::domain::user::{Account, User};
 
 /// Why a use case failed, in terms both transports map once.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,12 @@ pub enum CoreError {
     /// written until a restart (logged once, when found).
     #[error("the database file was deleted or replaced while the service ran")]
     DatabaseFileChanged,
+    /// A limit was reached (Argyle's daily cap of reports per user).
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// Argyle failed while answering for the caller (a document download).
+    #[error("Argyle failed: {0}")]
+    Upstream(String),
     /// The service is shutting down; retry against another replica or after restart.
     #[error("the service is shutting down; resume from your last cursor")]
     ShuttingDown,
@@ -89,6 +101,8 @@ pub struct Core {
     log: Arc<log::LogShared>,
     /// The group-commit queue in front of the ingest transactions.
     committer: commit::Committer,
+    /// The report pipeline (off without Argyle API credentials).
+    pipeline: Arc<reports::Pipeline>,
 }
 
 impl Core {
@@ -97,16 +111,19 @@ impl Core {
         store: Store,
         streams: StreamOptions,
         ingest: IngestOptions,
+        reports: PipelineOptions,
     ) -> Result<Self, CoreError> {
         let single_writer = store.is_sqlite();
         let write_lock = single_writer.then(|| Arc::new(Mutex::new(())));
         let log = log::LogShared::new(streams);
         let health = Arc::new(health::Health::new(store.database_file()));
+        let pipeline = reports::Pipeline::new(reports);
         let committers = if single_writer { 1 } else { ingest.committers };
         let batches = commit::Batches {
             store: store.clone(),
             write_lock: write_lock.clone(),
             health: health.clone(),
+            reports: pipeline.clone(),
             log: log.clone(),
             max_batch: ingest.max_batch,
         };
@@ -116,8 +133,10 @@ impl Core {
             health,
             log,
             committer: commit::Committer::start(batches, committers),
+            pipeline,
         };
         core.start_follower().await?;
+        core.start_workers();
         Ok(core)
     }
 

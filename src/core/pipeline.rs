@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::CoreError;
 use super::ingest::{IngestReport, Job, Outcome};
+use super::reports::Pipeline;
 use crate::domain::argyle::ArgyleEvent;
 use crate::domain::events::DomainEvent;
 use crate::domain::user::{self, DeliveryRef, User};
@@ -32,6 +33,8 @@ pub(super) struct Applied {
     pub(super) outcomes: Vec<Outcome>,
     /// The domain events to append before commit.
     pub(super) events: Vec<DomainEvent>,
+    /// Jobs written (the report pipeline's outbox): workers are woken after commit.
+    pub(super) jobs: usize,
 }
 
 /// Stores a batch of deliveries in one transaction and answers each, in job order. Returns the
@@ -41,6 +44,7 @@ pub(super) async fn store_batch(
     store: &Store,
     jobs: &[Job],
     parent: &tracing::Span,
+    reports: &Pipeline,
 ) -> Result<(Vec<IngestReport>, usize), CoreError> {
     let at = time::now();
     // One inbox row per distinct body; later copies in the batch get the first one's verdict.
@@ -72,7 +76,7 @@ pub(super) async fn store_batch(
                 _ => None,
             })
             .collect();
-        let applied = apply(&batch, at, &inputs).await?;
+        let applied = apply(&batch, at, &inputs, reports).await?;
         Ok::<_, CoreError>((inboxed, inputs, applied))
     }
     .instrument(apply_span)
@@ -81,6 +85,9 @@ pub(super) async fn store_batch(
     let appended = commit(batch, &applied.events, at)
         .instrument(commit_span)
         .await?;
+    if applied.jobs > 0 {
+        reports.wake.notify_one();
+    }
 
     let mut outcomes: HashMap<i64, Outcome> = inputs
         .iter()
@@ -168,8 +175,12 @@ pub(super) async fn apply(
     batch: &Batch,
     at: DateTime<Utc>,
     inputs: &[Input<'_>],
+    reports: &Pipeline,
 ) -> Result<Applied, CoreError> {
-    let mut wanted = Wanted::default();
+    let mut wanted = Wanted {
+        requests_since: reports.requests_since(at),
+        ..Wanted::default()
+    };
     for input in inputs {
         let Some(owner) = input.event.user() else {
             continue;
@@ -180,10 +191,17 @@ pub(super) async fn apply(
             wanted.reports.insert(report, owner);
             wanted.report_deliveries.insert(input.delivery_id, owner);
         }
+        if let ArgyleEvent::ReportGenerated {
+            argyle_report_id: Some(id),
+            ..
+        } = input.event
+        {
+            wanted.argyle_reports.insert(id.clone(), owner);
+        }
     }
     let mut loaded = batch.load(&wanted).await?;
     let mut outcomes = Vec::with_capacity(inputs.len());
-    let mut events = Vec::new();
+    let (mut events, mut jobs) = (Vec::new(), Vec::new());
     for input in inputs {
         let Some(owner) = input.event.user() else {
             outcomes.push(Outcome::Ignored);
@@ -200,10 +218,13 @@ pub(super) async fn apply(
             .or_insert_with(|| User::new(owner, at));
         match user.apply(input.event, &delivery, &mut loaded.owners) {
             Ok(caused) => {
+                let (requested, follow_up) = reports.follow(user, &caused, at);
                 outcomes.push(Outcome::Applied {
-                    events: caused.len(),
+                    events: caused.len() + requested.len(),
                 });
                 events.extend(caused);
+                events.extend(requested);
+                jobs.extend(follow_up);
             }
             Err(conflict) => {
                 let reason = conflict.to_string();
@@ -213,7 +234,12 @@ pub(super) async fn apply(
         }
     }
     batch.save(loaded.users.values()).await?;
-    Ok(Applied { outcomes, events })
+    batch.enqueue(&jobs).await?;
+    Ok(Applied {
+        outcomes,
+        events,
+        jobs: jobs.len(),
+    })
 }
 
 /// The inbox row of a delivery, with the verdict known before applying it.

@@ -2,7 +2,8 @@
 //! the caller passes the last key of the previous page (`after`) and how many it wants.
 
 use super::{Core, CoreError};
-use crate::domain::user::{Report, User};
+use crate::domain::report::Report;
+use crate::domain::user::User;
 use crate::domain::{ReadinessState, ReportId, ReportType, UserId, echo};
 use crate::store::{ReportKey, ReportQuery, UserQuery};
 
@@ -43,6 +44,8 @@ pub struct ReportFilter {
     pub type_name: Option<String>,
     /// Only types this version does not know ([`ReportType::Other`]).
     pub unknown_types_only: bool,
+    /// Only reports in this status.
+    pub status: Option<crate::domain::ReportStatus>,
 }
 
 impl ReportFilter {
@@ -128,6 +131,7 @@ impl Core {
         let query = ReportQuery {
             user: filter.user,
             type_name: filter.type_name.clone(),
+            status: filter.status,
             excluding_types: if filter.unknown_types_only {
                 ReportType::KNOWN
                     .iter()

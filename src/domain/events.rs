@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::report::Report;
 use super::{AccountId, AccountState, ReadinessState, ReportId, UserId};
 
 /// One change clients care about. The JSON form (tagged by `kind`) is what the log stores.
@@ -23,13 +24,19 @@ pub enum DomainEvent {
         from: Option<ReadinessState>,
         to: ReadinessState,
     },
-    /// A report was generated.
+    /// Argyle announced a report (`reports.generated`).
     ReportGenerated {
         report: ReportId,
         user: UserId,
         report_type: String,
         argyle_report_id: Option<String>,
+        /// The report as of the announcement (absent from events logged by older versions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<Box<Report>>,
     },
+    /// A report changed: requested (or refused), its status, or what Argyle's API tells of it.
+    /// Carries the report as of the change.
+    ReportUpdated { report: Box<Report> },
 }
 
 impl DomainEvent {
@@ -39,6 +46,7 @@ impl DomainEvent {
             DomainEvent::AccountChanged { .. } => "account_changed",
             DomainEvent::ReadinessChanged { .. } => "readiness_changed",
             DomainEvent::ReportGenerated { .. } => "report_generated",
+            DomainEvent::ReportUpdated { .. } => "report_updated",
         }
     }
 
@@ -48,6 +56,7 @@ impl DomainEvent {
             DomainEvent::AccountChanged { user, .. }
             | DomainEvent::ReadinessChanged { user, .. }
             | DomainEvent::ReportGenerated { user, .. } => *user,
+            DomainEvent::ReportUpdated { report } => report.user,
         }
     }
 }

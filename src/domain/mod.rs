@@ -115,6 +115,50 @@ named!(
 );
 
 named!(
+    /// Where a report stands (see [`report::Report`]).
+    ReportStatus {
+        /// Requested by this service; Argyle has not answered yet.
+        Requested => "requested",
+        /// Argyle waits for the user's data to sync.
+        WaitingForSync => "waiting_for_sync",
+        Generating => "generating",
+        Generated => "generated",
+        Failed => "failed",
+        /// Never sent to Argyle (its daily cap, counted here).
+        Refused => "refused",
+    }
+);
+
+/// Reports, announced or requested (declared after `named!`, which it uses).
+pub mod report;
+
+named!(
+    /// Where a job of the report pipeline stands.
+    JobState {
+        /// Waiting for its next attempt.
+        Pending => "pending",
+        /// Taken by a worker, until the end of its lease.
+        Running => "running",
+        Done => "done",
+        /// Gave up; see its last error.
+        Failed => "failed",
+    }
+);
+
+named!(
+    /// What a job of the report pipeline does.
+    JobKind {
+        /// `POST /v2/reports/{type}` for a report this service requests.
+        RequestReport => "request_report",
+        /// `GET /v2/reports/{id}` (or the user's list) to enrich a report, until it is settled.
+        FetchReport => "fetch_report",
+    }
+);
+
+/// The report pipeline's jobs.
+pub mod job;
+
+named!(
     /// What became of a stored webhook delivery.
     DeliveryStatus {
         /// Applied to users, accounts and reports.
@@ -175,6 +219,21 @@ impl ReportType {
             .into_iter()
             .find(|known| known.known_name() == Some(name))
             .unwrap_or_else(|| ReportType::Other(name.to_owned()))
+    }
+}
+
+/// (De)serializes a [`ReportType`] as Argyle's spelling.
+pub mod report_type_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::ReportType;
+
+    pub fn serialize<S: Serializer>(value: &ReportType, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(value.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ReportType, D::Error> {
+        String::deserialize(deserializer).map(|name| ReportType::from_argyle(&name))
     }
 }
 

@@ -17,6 +17,7 @@ use super::account::{AccountFacts, ErrorInfo, Observation};
 use super::argyle::ArgyleEvent;
 use super::events::DomainEvent;
 use super::readiness::user_readiness;
+use super::report::Report;
 use super::{AccountId, AccountState, ReadinessState, ReportId, ReportType, UserId};
 
 /// Namespace for report ids derived from Argyle report ids or delivery contents (UUID v5).
@@ -67,18 +68,6 @@ impl Account {
     }
 }
 
-/// A report Argyle announced for the user.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub id: ReportId,
-    pub user: UserId,
-    pub argyle_report_id: Option<String>,
-    pub report_type: ReportType,
-    pub generated_at: DateTime<Utc>,
-    /// The delivery that announced it.
-    pub delivery_id: i64,
-}
-
 /// The delivery an event came from, as the aggregate needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRef<'a> {
@@ -124,8 +113,8 @@ pub struct Changes {
     /// The user's own fields changed (or the user is new).
     pub user: bool,
     pub accounts: BTreeSet<AccountId>,
-    /// Reports first known in this unit of work.
-    pub new_reports: BTreeSet<ReportId>,
+    /// Reports new or changed in this unit of work.
+    pub reports: BTreeSet<ReportId>,
     /// External ids first reported in this unit of work.
     pub new_external_ids: BTreeSet<String>,
 }
@@ -362,7 +351,9 @@ impl User {
         Ok(())
     }
 
-    /// A report announced by `reports.generated`: new once, however often it is announced.
+    /// A report announced by `reports.generated`: news once, however often it is announced. A
+    /// report this service requested is found by Argyle's id (or by the announcing delivery, for
+    /// reports stored under an older id rule).
     fn learn_report(
         &mut self,
         report_type: ReportType,
@@ -370,28 +361,58 @@ impl User {
         delivery: &DeliveryRef<'_>,
     ) -> Option<DomainEvent> {
         let id = report_id(argyle_report_id.as_deref(), delivery.content_key);
-        let known = self.reports.contains_key(&id)
-            || self.reports.values().any(|r| r.delivery_id == delivery.id);
-        if known {
-            return None;
+        let known = self.reports.values_mut().find(|report| {
+            report.id == id
+                || report.delivery_id == Some(delivery.id)
+                || (argyle_report_id.is_some() && report.argyle_report_id == argyle_report_id)
+        });
+        let report = match known {
+            Some(report) => {
+                if !report.announce(delivery.id, delivery.at) {
+                    return None;
+                }
+                report.clone()
+            }
+            None => {
+                let report = Report::announced(
+                    id,
+                    self.id,
+                    report_type,
+                    argyle_report_id,
+                    delivery.id,
+                    delivery.at,
+                );
+                self.reports.insert(id, report.clone());
+                report
+            }
+        };
+        self.changes.reports.insert(report.id);
+        Some(DomainEvent::ReportGenerated {
+            report: report.id,
+            user: self.id,
+            report_type: report.report_type.as_str().to_owned(),
+            argyle_report_id: report.argyle_report_id.clone(),
+            snapshot: Some(Box::new(report)),
+        })
+    }
+
+    /// How many reports this service asked Argyle for in the 24 h before `at` (Argyle's cap is
+    /// 10 a day; refused requests never reached it).
+    pub fn requests_in_the_last_day(&self, at: DateTime<Utc>) -> usize {
+        let since = at - chrono::Duration::hours(24);
+        self.reports
+            .values()
+            .filter(|report| report.counts_against_the_cap(since))
+            .count()
+    }
+
+    /// Records a report this service requests (or refuses, with `refusal`): a `ReportUpdated`.
+    pub fn record_request(&mut self, report: Report) -> DomainEvent {
+        self.changes.reports.insert(report.id);
+        self.reports.insert(report.id, report.clone());
+        DomainEvent::ReportUpdated {
+            report: Box::new(report),
         }
-        let event = DomainEvent::ReportGenerated {
-            report: id,
-            user: self.id,
-            report_type: report_type.as_str().to_owned(),
-            argyle_report_id: argyle_report_id.clone(),
-        };
-        let report = Report {
-            id,
-            user: self.id,
-            argyle_report_id,
-            report_type,
-            generated_at: delivery.at,
-            delivery_id: delivery.id,
-        };
-        self.reports.insert(id, report);
-        self.changes.new_reports.insert(id);
-        Some(event)
     }
 
     /// What an event says about one account; an `AccountChanged` when its state changes.
@@ -528,6 +549,7 @@ mod tests {
                     format!("readiness {from:?}->{to:?}")
                 }
                 DomainEvent::ReportGenerated { .. } => "report".into(),
+                DomainEvent::ReportUpdated { .. } => "report updated".into(),
             })
             .collect::<Vec<_>>()
             .join("; ")

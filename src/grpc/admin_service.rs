@@ -7,9 +7,10 @@ use super::convert;
 use super::page_token::{self, PageRequest};
 use super::pb::admin_service_server::AdminService;
 use super::pb::{
-    Delivery, DeliveryStatus, GetDeliveryRequest, GetDeliveryResponse, ListDeliveriesRequest,
-    ListDeliveriesResponse, Replay, ReplayDeliveryRequest, ReplayDeliveryResponse,
-    ReplayRejectedDeliveriesRequest, ReplayRejectedDeliveriesResponse,
+    Delivery, DeliveryStatus, GetDeliveryRequest, GetDeliveryResponse, Job, JobState,
+    ListDeliveriesRequest, ListDeliveriesResponse, ListJobsRequest, ListJobsResponse, Replay,
+    ReplayDeliveryRequest, ReplayDeliveryResponse, ReplayRejectedDeliveriesRequest,
+    ReplayRejectedDeliveriesResponse, RetryJobRequest, RetryJobResponse,
 };
 use super::status::invalid_argument;
 use crate::core::{Core, InboxFilter, Outcome, StoredDelivery};
@@ -156,5 +157,80 @@ impl AdminService for AdminApi {
             }))
         })
         .await
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        super::metered("ListJobs", async move {
+            let request = request.into_inner();
+            let state = job_state_filter(request.state)?;
+            let paging = PageRequest {
+                token: &request.page_token,
+                size: request.page_size,
+                filter: format!("state={}", request.state),
+            };
+            let (jobs, next_page_token) = page_token::page(
+                paging,
+                page_token::numeric_key,
+                |job: &crate::domain::job::Job| job.id.to_string(),
+                |before, limit| self.core.jobs(state, before, limit),
+            )
+            .await?;
+            Ok(Response::new(ListJobsResponse {
+                jobs: jobs.iter().map(job).collect(),
+                next_page_token,
+            }))
+        })
+        .await
+    }
+
+    async fn retry_job(
+        &self,
+        request: Request<RetryJobRequest>,
+    ) -> Result<Response<RetryJobResponse>, Status> {
+        super::metered("RetryJob", async move {
+            let retried = self.core.retry_job(request.into_inner().id).await?;
+            Ok(Response::new(RetryJobResponse {
+                job: Some(job(&retried)),
+            }))
+        })
+        .await
+    }
+}
+
+/// A job state filter: `None` for UNSPECIFIED (any state).
+fn job_state_filter(state: i32) -> Result<Option<crate::domain::JobState>, Status> {
+    use crate::domain::JobState as Domain;
+    let wanted = JobState::try_from(state)
+        .map_err(|_| invalid_argument("state", format!("unknown job state {state}")))?;
+    Ok(Domain::ALL
+        .into_iter()
+        .find(|domain| job_state(*domain) == wanted))
+}
+
+fn job_state(state: crate::domain::JobState) -> JobState {
+    use crate::domain::JobState as Domain;
+    match state {
+        Domain::Pending => JobState::Pending,
+        Domain::Running => JobState::Running,
+        Domain::Done => JobState::Done,
+        Domain::Failed => JobState::Failed,
+    }
+}
+
+fn job(job: &crate::domain::job::Job) -> Job {
+    Job {
+        id: job.id,
+        kind: job.kind.as_str().to_owned(),
+        state: job_state(job.state).into(),
+        report_id: job.report.to_string(),
+        user_id: job.user.to_string(),
+        attempts: job.attempts,
+        next_attempt_at: Some(convert::timestamp(job.next_attempt_at)),
+        last_error: job.last_error.clone().unwrap_or_default(),
+        created_at: Some(convert::timestamp(job.created_at)),
+        updated_at: Some(convert::timestamp(job.updated_at)),
     }
 }

@@ -26,6 +26,22 @@ impl BearerAuth {
         })
     }
 
+    /// Checks a request's `authorization` header.
+    pub fn check(&self, headers: &http::HeaderMap) -> Result<(), Status> {
+        let token = headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        match token {
+            None => Err(Status::unauthenticated(
+                "missing bearer token: send `authorization: Bearer <token>`",
+            )),
+            Some(token) if self.accepts(token) => Ok(()),
+            Some(_) => Err(Status::unauthenticated("invalid bearer token")),
+        }
+    }
+
     fn accepts(&self, token: &str) -> bool {
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let matched = self.hashes.iter().fold(Choice::from(0), |matched, hash| {
@@ -37,18 +53,75 @@ impl BearerAuth {
 
 impl tonic::service::Interceptor for BearerAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request.metadata().get("authorization");
-        let token = header
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim);
-        match token {
-            None => Err(Status::unauthenticated(
-                "missing bearer token: send `authorization: Bearer <token>`",
-            )),
-            Some(token) if self.accepts(token) => Ok(request),
-            Some(_) => Err(Status::unauthenticated("invalid bearer token")),
+        self.check(&request.metadata().clone().into_headers())?;
+        Ok(request)
+    }
+}
+
+/// Per-method tokens for a service: the methods named in `restricted` need one of their own
+/// tokens (or, without any, the general ones); every other method the general ones.
+#[derive(Clone)]
+pub struct MethodAuth<S> {
+    inner: S,
+    general: Option<BearerAuth>,
+    restricted: Option<BearerAuth>,
+    /// Method names (the last path segment), e.g. `RequestReport`.
+    methods: &'static [&'static str],
+}
+
+impl<S> MethodAuth<S> {
+    pub fn new(
+        inner: S,
+        general: Option<BearerAuth>,
+        restricted: Option<BearerAuth>,
+        methods: &'static [&'static str],
+    ) -> Self {
+        Self {
+            inner,
+            general,
+            restricted,
+            methods,
         }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for MethodAuth<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for MethodAuth<S>
+where
+    S: tower::Service<
+            http::Request<B>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+        let auth = if self.methods.contains(&method) {
+            self.restricted.as_ref().or(self.general.as_ref())
+        } else {
+            self.general.as_ref()
+        };
+        if let Some(Err(status)) = auth.map(|auth| auth.check(request.headers())) {
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        Box::pin(self.inner.call(request))
     }
 }
 

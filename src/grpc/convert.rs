@@ -7,7 +7,10 @@ use tonic::Status;
 use super::pb;
 use super::status::invalid_argument;
 use crate::core::{Account, Report, User};
-use crate::domain::{AccountState, ReadinessState, ReportId, ReportType, UserId, echo};
+use crate::domain::report::ReportOrigin;
+use crate::domain::{
+    AccountState, ReadinessState, ReportId, ReportStatus, ReportType, UserId, echo,
+};
 
 pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
     Timestamp {
@@ -99,17 +102,123 @@ pub fn user(user: &User) -> pb::UserReadiness {
     }
 }
 
-pub fn report(report: &Report) -> pb::Report {
-    announced_report(
-        report.id,
-        report.user,
-        &report.report_type,
-        report.argyle_report_id.as_deref(),
-        report.generated_at,
-    )
+pub fn report_status(status: ReportStatus) -> pb::ReportStatus {
+    match status {
+        ReportStatus::Requested => pb::ReportStatus::Requested,
+        ReportStatus::WaitingForSync => pb::ReportStatus::WaitingForSync,
+        ReportStatus::Generating => pb::ReportStatus::Generating,
+        ReportStatus::Generated => pb::ReportStatus::Generated,
+        ReportStatus::Failed => pb::ReportStatus::Failed,
+        ReportStatus::Refused => pb::ReportStatus::Refused,
+    }
 }
 
-/// A report as its announcement describes it (a stored report, or a `report_generated` event).
+/// A report status filter: `None` for UNSPECIFIED (any status).
+pub fn report_status_filter(value: i32) -> Result<Option<ReportStatus>, Status> {
+    let wanted = pb::ReportStatus::try_from(value)
+        .map_err(|_| invalid_argument("status", format!("unknown report status {value}")))?;
+    Ok(ReportStatus::ALL
+        .into_iter()
+        .find(|status| report_status(*status) == wanted))
+}
+
+fn report_origin(origin: ReportOrigin) -> pb::ReportOrigin {
+    match origin {
+        ReportOrigin::Announced => pb::ReportOrigin::Announced,
+        ReportOrigin::Automatic => pb::ReportOrigin::Automatic,
+        ReportOrigin::Requested => pb::ReportOrigin::Requested,
+    }
+}
+
+/// A JSON value as a `google.protobuf.Struct` (`None` unless it is an object).
+fn metadata(value: &serde_json::Value) -> Option<prost_types::Struct> {
+    let serde_json::Value::Object(map) = value else {
+        return None;
+    };
+    Some(prost_types::Struct {
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), protobuf_value(v)))
+            .collect(),
+    })
+}
+
+fn protobuf_value(value: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(protobuf_value).collect(),
+        }),
+        serde_json::Value::Object(_) => Kind::StructValue(metadata(value).unwrap_or_default()),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A `google.protobuf.Struct` as JSON (an empty object when absent).
+pub fn json_metadata(value: Option<prost_types::Struct>) -> serde_json::Value {
+    fn json(value: prost_types::Value) -> serde_json::Value {
+        use prost_types::value::Kind;
+        match value.kind {
+            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+            Some(Kind::BoolValue(b)) => b.into(),
+            Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Some(Kind::StringValue(s)) => s.into(),
+            Some(Kind::ListValue(list)) => list.values.into_iter().map(json).collect(),
+            Some(Kind::StructValue(fields)) => object(fields),
+        }
+    }
+    fn object(value: prost_types::Struct) -> serde_json::Value {
+        serde_json::Value::Object(
+            value
+                .fields
+                .into_iter()
+                .map(|(k, v)| (k, json(v)))
+                .collect(),
+        )
+    }
+    value.map_or_else(|| serde_json::json!({}), object)
+}
+
+pub fn report(report: &Report) -> pb::Report {
+    let details = &report.details;
+    pb::Report {
+        id: report.id.to_string(),
+        argyle_report_id: report.argyle_report_id.clone().unwrap_or_default(),
+        user_id: report.user.to_string(),
+        r#type: report_type(&report.report_type).into(),
+        type_name: report.report_type.as_str().to_owned(),
+        generated_at: report.announced_at.map(timestamp),
+        status: report_status(report.status).into(),
+        status_reason: report.status_reason.clone().unwrap_or_default(),
+        file_url: details.file_url.clone().unwrap_or_default(),
+        json_url: details.json_url.clone().unwrap_or_default(),
+        argyle_created_at: details.created_at.map(timestamp),
+        last_synced_at: details.last_synced_at.map(timestamp),
+        accounts: details
+            .accounts
+            .iter()
+            .map(|account| pb::ReportAccount {
+                account_id: account.account.to_string(),
+                item: account.item.clone().unwrap_or_default(),
+                last_synced_at: account.last_synced_at.map(timestamp),
+            })
+            .collect(),
+        metadata: metadata(&details.metadata),
+        external_id: details.external_id.clone().unwrap_or_default(),
+        origin: report_origin(report.origin).into(),
+        request_id: report.request_id.clone().unwrap_or_default(),
+        requested_at: report.requested_at.map(timestamp),
+        updated_at: Some(timestamp(report.updated_at)),
+    }
+}
+
+/// A report as a `report_generated` event describes it: its snapshot, or (events logged before
+/// snapshots existed) what the announcement said, generated at the event's time.
 pub fn announced_report(
     id: ReportId,
     user: UserId,
@@ -124,6 +233,10 @@ pub fn announced_report(
         r#type: self::report_type(report_type).into(),
         type_name: report_type.as_str().to_owned(),
         generated_at: Some(timestamp(generated_at)),
+        status: pb::ReportStatus::Generated.into(),
+        origin: pb::ReportOrigin::Announced.into(),
+        updated_at: Some(timestamp(generated_at)),
+        ..pb::Report::default()
     }
 }
 

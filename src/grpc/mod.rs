@@ -30,7 +30,7 @@ pub mod pb {
         tonic::include_file_descriptor_set!("admin_descriptor");
 }
 
-pub use auth::{BearerAuth, hash_token};
+pub use auth::{BearerAuth, MethodAuth, hash_token};
 pub use incoming::{Connection, incoming};
 pub use readiness_service::ReadinessApi;
 pub use report_service::ReportApi;
@@ -58,6 +58,8 @@ pub struct Access {
     pub max_message_bytes: usize,
     /// Mount `AdminService`, behind this check (`None`: open).
     pub admin: Option<Option<BearerAuth>>,
+    /// Tokens of `RequestReport` and `GetReportDocument` (`None`: the general ones).
+    pub report_requests: Option<BearerAuth>,
 }
 
 /// What tonic's router accepts as a service.
@@ -140,7 +142,14 @@ pub fn routes(
     let reports = pb::report_service_server::ReportServiceServer::new(ReportApi::new(core))
         .max_decoding_message_size(limit);
     routes = add(routes, readiness, auth);
-    routes = add(routes, reports, auth);
+    // RequestReport spends Argyle's quota and GetReportDocument reads documents: they may need
+    // tokens of their own.
+    routes = routes.add_service(MethodAuth::new(
+        reports,
+        auth.cloned(),
+        access.report_requests.clone(),
+        &["RequestReport", "GetReportDocument"],
+    ));
     if let Some(admin_auth) = &access.admin {
         let admin = pb::admin_service_server::AdminServiceServer::new(
             admin_service::AdminApi::new(core_for_admin),

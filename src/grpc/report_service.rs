@@ -6,13 +6,19 @@ use super::convert;
 use super::page_token::{self, PageRequest};
 use super::pb::get_report_request::Report;
 use super::pb::report_service_server::ReportService;
+use super::pb::request_report_request::User;
 use super::pb::{
-    GetReportRequest, GetReportResponse, ListReportsRequest, ListReportsResponse,
-    StreamReportEventsRequest, StreamReportEventsResponse,
+    DocumentFormat, GetReportDocumentRequest, GetReportDocumentResponse, GetReportRequest,
+    GetReportResponse, ListReportsRequest, ListReportsResponse, RequestReportRequest,
+    RequestReportResponse, StreamReportEventsRequest, StreamReportEventsResponse,
 };
 use super::status::invalid_argument;
 use super::streams::{self, ServerStream};
-use crate::core::{Core, ReportFilter, ReportLookup, ReportView};
+use tokio_stream::StreamExt;
+
+use crate::core::{self, Core, ReportFilter, ReportLookup, ReportRequest, ReportView, UserLookup};
+use crate::domain::ReportType;
+use crate::domain::argyle::MAX_NAME_LEN;
 
 pub struct ReportApi {
     core: Core,
@@ -45,14 +51,9 @@ impl ReportService for ReportApi {
     ) -> Result<Response<GetReportResponse>, Status> {
         super::metered("GetReport", async move {
             let lookup = match request.into_inner().report {
-                Some(Report::Id(id)) => ReportLookup::Id(convert::uuid_field("id", &id)?),
-                Some(Report::ArgyleReportId(id)) if !id.trim().is_empty() => {
-                    ReportLookup::ArgyleId(id.trim().to_owned())
-                }
-                Some(Report::ArgyleReportId(_)) => {
-                    return Err(invalid_argument("argyle_report_id", "must not be empty"));
-                }
-                None => return Err(invalid_argument("report", "set id or argyle_report_id")),
+                Some(Report::Id(id)) => report_lookup(Some(id), None)?,
+                Some(Report::ArgyleReportId(id)) => report_lookup(None, Some(id))?,
+                None => report_lookup(None, None)?,
             };
             let report = self.core.report(&lookup).await?;
             Ok(Response::new(GetReportResponse {
@@ -77,6 +78,7 @@ impl ReportService for ReportApi {
                 user,
                 type_name: known_type.map(str::to_owned),
                 unknown_types_only,
+                status: convert::report_status_filter(request.status)?,
             };
             if !request.type_name.is_empty() {
                 if known_type.is_some_and(|name| name != request.type_name) {
@@ -88,8 +90,8 @@ impl ReportService for ReportApi {
                 token: &request.page_token,
                 size: request.page_size,
                 filter: format!(
-                    "user={};type={};name={}",
-                    request.user_id, request.r#type, request.type_name
+                    "user={};type={};name={};status={}",
+                    request.user_id, request.r#type, request.type_name, request.status
                 ),
             };
             let (reports, next_page_token) = page_token::page(
@@ -108,5 +110,138 @@ impl ReportService for ReportApi {
             }))
         })
         .await
+    }
+
+    async fn request_report(
+        &self,
+        request: Request<RequestReportRequest>,
+    ) -> Result<Response<RequestReportResponse>, Status> {
+        super::metered("RequestReport", async move {
+            let request = request.into_inner();
+            let user = match request.user {
+                Some(User::UserId(id)) => UserLookup::Id(convert::uuid_field("user_id", &id)?),
+                Some(User::ExternalId(id)) if !id.trim().is_empty() => {
+                    UserLookup::ExternalId(id.trim().to_owned())
+                }
+                Some(User::ExternalId(_)) => {
+                    return Err(invalid_argument("external_id", "must not be empty"));
+                }
+                None => return Err(invalid_argument("user", "set user_id or external_id")),
+            };
+            let request_id = request.request_id.trim();
+            if request_id.len() > MAX_NAME_LEN {
+                return Err(invalid_argument(
+                    "request_id",
+                    format!("longer than {MAX_NAME_LEN} bytes"),
+                ));
+            }
+            let report = self
+                .core
+                .request_report(ReportRequest {
+                    user,
+                    report_type: requested_type(request.r#type, &request.type_name)?,
+                    metadata: convert::json_metadata(request.metadata),
+                    request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
+                })
+                .await?;
+            Ok(Response::new(RequestReportResponse {
+                report: Some(convert::report(&report)),
+            }))
+        })
+        .await
+    }
+
+    type GetReportDocumentStream = ServerStream<GetReportDocumentResponse>;
+
+    async fn get_report_document(
+        &self,
+        request: Request<GetReportDocumentRequest>,
+    ) -> Result<Response<Self::GetReportDocumentStream>, Status> {
+        super::metered("GetReportDocument", async move {
+            use super::pb::get_report_document_request::Report as Which;
+            let request = request.into_inner();
+            let lookup = match request.report {
+                Some(Which::Id(id)) => report_lookup(Some(id), None)?,
+                Some(Which::ArgyleReportId(id)) => report_lookup(None, Some(id))?,
+                None => report_lookup(None, None)?,
+            };
+            let format = match DocumentFormat::try_from(request.format) {
+                Ok(DocumentFormat::Pdf) => core::DocumentFormat::Pdf,
+                Ok(DocumentFormat::Json) => core::DocumentFormat::Json,
+                _ => {
+                    return Err(invalid_argument(
+                        "format",
+                        "choose DOCUMENT_FORMAT_PDF or DOCUMENT_FORMAT_JSON",
+                    ));
+                }
+            };
+            let document = self.core.report_document(&lookup, format).await?;
+            let content_type = document.content_type.clone();
+            let mut first = true;
+            let chunks = document.into_stream().map(move |chunk| {
+                let chunk = chunk.map_err(|error| {
+                    Status::unavailable(format!(
+                        "Argyle failed while sending the document: {error}"
+                    ))
+                })?;
+                let content_type = if first {
+                    content_type.clone()
+                } else {
+                    String::new()
+                };
+                first = false;
+                Ok(GetReportDocumentResponse {
+                    content_type,
+                    chunk: chunk.to_vec(),
+                })
+            });
+            let stream: Self::GetReportDocumentStream = Box::pin(chunks);
+            Ok(Response::new(stream))
+        })
+        .await
+    }
+}
+
+/// A report named by this service's id or by Argyle's.
+fn report_lookup(id: Option<String>, argyle: Option<String>) -> Result<ReportLookup, Status> {
+    match (id, argyle) {
+        (Some(id), _) => Ok(ReportLookup::Id(convert::uuid_field("id", &id)?)),
+        (None, Some(id)) if !id.trim().is_empty() => {
+            Ok(ReportLookup::ArgyleId(id.trim().to_owned()))
+        }
+        (None, Some(_)) => Err(invalid_argument("argyle_report_id", "must not be empty")),
+        (None, None) => Err(invalid_argument("report", "set id or argyle_report_id")),
+    }
+}
+
+/// The type to request: a known `type`, or `type_name` (which must agree with a known `type`).
+fn requested_type(value: i32, type_name: &str) -> Result<ReportType, Status> {
+    let (known, unknown) = convert::report_type_filter(value)?;
+    let name = type_name.trim();
+    match (known, unknown, name) {
+        (Some(known), _, "") => Ok(ReportType::from_argyle(known)),
+        (Some(known), _, name) if name == known => Ok(ReportType::from_argyle(known)),
+        (Some(_), _, _) => Err(invalid_argument("type_name", "contradicts `type`")),
+        (None, _, "") => Err(invalid_argument(
+            "type",
+            "set type (or type_name for a type this version does not know)",
+        )),
+        (None, _, name) if name.len() > MAX_NAME_LEN => Err(invalid_argument(
+            "type_name",
+            format!("longer than {MAX_NAME_LEN} bytes"),
+        )),
+        (None, _, name) => {
+            if name
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            {
+                return Err(invalid_argument(
+                    "type_name",
+                    "only letters, digits, `-` and `_`",
+                ));
+            }
+            let _ = unknown;
+            Ok(ReportType::from_argyle(name))
+        }
     }
 }

@@ -24,6 +24,11 @@ impl From<CoreError> for Status {
             CoreError::NotFound(what) => Status::not_found(bounded(format!("{what} not found"))),
             CoreError::FailedPrecondition(message) => Status::failed_precondition(bounded(message)),
             CoreError::ShuttingDown => Status::unavailable(error.to_string()),
+            CoreError::ResourceExhausted(message) => Status::resource_exhausted(bounded(message)),
+            CoreError::Upstream(message) => {
+                tracing::warn!(%message, "Argyle failed a document download");
+                Status::unavailable(bounded(format!("Argyle failed: {message}; retry later")))
+            }
             // Logged once, when it was found.
             CoreError::DatabaseFileChanged => {
                 Status::unavailable("the database is unavailable; retry later")

@@ -69,27 +69,17 @@ pub async fn user_filter(
     }
 }
 
-/// A stream's response message, built from the three things a stream carries.
+/// A stream's response message: the markers every stream carries (events are each stream's own).
 trait StreamMessage: Sized + Send + 'static {
-    /// What one event becomes.
-    type Event;
-    fn event(event: Self::Event) -> Self;
     fn caught_up(marker: pb::CaughtUp) -> Self;
     fn heartbeat(beat: pb::Heartbeat) -> Self;
 }
 
-/// Implements [`StreamMessage`] for a response whose `message` oneof has the event variant
-/// `$event` and the usual `CaughtUp` and `Heartbeat`.
+/// Implements [`StreamMessage`] for a response whose `message` oneof has the usual `CaughtUp`
+/// and `Heartbeat`.
 macro_rules! stream_message {
-    ($response:ty, $message:path, $event:ident($payload:ty)) => {
+    ($response:ty, $message:path) => {
         impl StreamMessage for $response {
-            type Event = $payload;
-            fn event(event: $payload) -> Self {
-                use $message as Message;
-                Self {
-                    message: Some(Message::$event(event)),
-                }
-            }
             fn caught_up(marker: pb::CaughtUp) -> Self {
                 use $message as Message;
                 Self {
@@ -108,23 +98,21 @@ macro_rules! stream_message {
 
 stream_message!(
     pb::WatchReadinessResponse,
-    pb::watch_readiness_response::Message,
-    Change(pb::ReadinessChange)
+    pb::watch_readiness_response::Message
 );
 stream_message!(
     pb::StreamReportEventsResponse,
-    pb::stream_report_events_response::Message,
-    ReportGenerated(pb::ReportGenerated)
+    pb::stream_report_events_response::Message
 );
 
 /// The core's stream items as `M` messages, each event converted by `event`.
 fn respond<M: StreamMessage>(
     items: mpsc::Receiver<Result<StreamItem, CoreError>>,
-    event: fn(&LoggedEvent) -> Result<M::Event, Status>,
+    event: fn(&LoggedEvent) -> Result<M, Status>,
 ) -> ServerStream<M> {
     Box::pin(ReceiverStream::new(items).map(move |item| {
         Ok(match item.map_err(Status::from)? {
-            StreamItem::Event(logged) => M::event(event(&logged)?),
+            StreamItem::Event(logged) => event(&logged)?,
             StreamItem::CaughtUp(cursor) => M::caught_up(pb::CaughtUp {
                 cursor: cursor.encode(),
             }),
@@ -164,11 +152,11 @@ pub async fn watch_readiness(
     Ok(respond(items, readiness_change))
 }
 
-fn readiness_change(logged: &LoggedEvent) -> Result<pb::ReadinessChange, Status> {
+fn readiness_change(logged: &LoggedEvent) -> Result<pb::WatchReadinessResponse, Status> {
     let DomainEvent::ReadinessChanged { user, from, to } = &logged.event else {
         return Err(Status::internal("filter passed an event of another kind"));
     };
-    Ok(pb::ReadinessChange {
+    let change = pb::ReadinessChange {
         event_id: logged.seq.to_string(),
         cursor: Cursor(logged.seq).encode(),
         user_id: user.to_string(),
@@ -177,6 +165,9 @@ fn readiness_change(logged: &LoggedEvent) -> Result<pb::ReadinessChange, Status>
             .into(),
         state: convert::readiness_state(*to).into(),
         changed_at: Some(convert::timestamp(logged.recorded_at)),
+    };
+    Ok(pb::WatchReadinessResponse {
+        message: Some(pb::watch_readiness_response::Message::Change(change)),
     })
 }
 
@@ -191,40 +182,59 @@ pub async fn stream_report_events(
         user: user_filter(core, &request.user_id, &request.external_id).await?,
         type_name: known_type.map(str::to_owned),
         unknown_types_only,
+        status: None,
     };
     let type_name = (!request.type_name.is_empty()).then(|| request.type_name.clone());
-    let filter: EventFilter = Arc::new(move |event| match event {
-        DomainEvent::ReportGenerated {
-            user, report_type, ..
-        } => {
-            reports.matches(*user, report_type)
-                && type_name.as_ref().is_none_or(|name| name == report_type)
-        }
-        _ => false,
+    let updates = request.include_updates;
+    let filter: EventFilter = Arc::new(move |event| {
+        let (user, report_type) = match event {
+            DomainEvent::ReportGenerated {
+                user, report_type, ..
+            } => (*user, report_type.as_str()),
+            DomainEvent::ReportUpdated { report } if updates => {
+                (report.user, report.report_type.as_str())
+            }
+            _ => return false,
+        };
+        reports.matches(user, report_type)
+            && type_name.as_ref().is_none_or(|name| name == report_type)
     });
     let items = core.subscribe(start, filter).await?;
-    Ok(respond(items, report_generated))
+    Ok(respond(items, report_event))
 }
 
-fn report_generated(logged: &LoggedEvent) -> Result<pb::ReportGenerated, Status> {
-    let DomainEvent::ReportGenerated {
-        report,
-        user,
-        report_type,
-        argyle_report_id,
-    } = &logged.event
-    else {
-        return Err(Status::internal("filter passed an event of another kind"));
+fn report_event(logged: &LoggedEvent) -> Result<pb::StreamReportEventsResponse, Status> {
+    use pb::stream_report_events_response::Message;
+    let (event_id, cursor) = (logged.seq.to_string(), Cursor(logged.seq).encode());
+    let message = match &logged.event {
+        DomainEvent::ReportGenerated {
+            report,
+            user,
+            report_type,
+            argyle_report_id,
+            snapshot,
+        } => Message::ReportGenerated(pb::ReportGenerated {
+            event_id,
+            cursor,
+            report: Some(match snapshot {
+                Some(snapshot) => convert::report(snapshot),
+                None => convert::announced_report(
+                    *report,
+                    *user,
+                    &ReportType::from_argyle(report_type),
+                    argyle_report_id.as_deref(),
+                    logged.recorded_at,
+                ),
+            }),
+        }),
+        DomainEvent::ReportUpdated { report } => Message::ReportUpdated(pb::ReportUpdated {
+            event_id,
+            cursor,
+            report: Some(convert::report(report)),
+        }),
+        _ => return Err(Status::internal("filter passed an event of another kind")),
     };
-    Ok(pb::ReportGenerated {
-        event_id: logged.seq.to_string(),
-        cursor: Cursor(logged.seq).encode(),
-        report: Some(convert::announced_report(
-            *report,
-            *user,
-            &ReportType::from_argyle(report_type),
-            argyle_report_id.as_deref(),
-            logged.recorded_at,
-        )),
+    Ok(pb::StreamReportEventsResponse {
+        message: Some(message),
     })
 }

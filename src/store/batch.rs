@@ -21,7 +21,8 @@ use super::rows::{
 };
 use super::{Store, StoreError};
 use crate::domain::events::DomainEvent;
-use crate::domain::user::{Owners, Report, User};
+use crate::domain::report::Report;
+use crate::domain::user::{Owners, User};
 use crate::domain::{AccountId, DeliveryStatus, ReportId, UserId};
 
 /// The columns a user's write-back changes (the id and `created_at` never change).
@@ -41,6 +42,18 @@ const ACCOUNT_CHANGES: [account::Column; 6] = [
     account::Column::ErrorMessage,
     account::Column::LastSyncedAt,
     account::Column::UpdatedAt,
+];
+
+/// The columns a report's write-back changes (its id, user, type, origin, request and
+/// `generated_at`, the time it was first recorded, never change).
+const REPORT_CHANGES: [report::Column; 7] = [
+    report::Column::ArgyleReportId,
+    report::Column::DeliveryId,
+    report::Column::Status,
+    report::Column::StatusReason,
+    report::Column::AnnouncedAt,
+    report::Column::Details,
+    report::Column::UpdatedAt,
 ];
 
 /// A delivery to keep in the inbox, with the verdict known before applying it.
@@ -81,6 +94,11 @@ pub struct Wanted {
     /// Deliveries that announce a report, with their user: a report a delivery announced before
     /// is known by it, whatever its id (replays of deliveries stored under an older id rule).
     pub report_deliveries: BTreeMap<i64, UserId>,
+    /// Argyle report ids the batch names, with their user: a report this service requested is
+    /// found by the id Argyle gave it.
+    pub argyle_reports: BTreeMap<String, UserId>,
+    /// Also load the batch users' reports requested since then (Argyle's daily cap).
+    pub requests_since: Option<DateTime<Utc>>,
 }
 
 /// The aggregates a batch applies its events to, and who owns the accounts it names.
@@ -197,23 +215,22 @@ impl Batch {
         }
 
         let mut reports: HashMap<UserId, Vec<Report>> = HashMap::new();
-        if !wanted.reports.is_empty() {
-            let ids = wanted.reports.keys().map(ReportId::to_string);
-            let deliveries = wanted.report_deliveries.keys().copied();
-            let named = Condition::any()
-                .add(report::Column::Id.is_in(ids))
-                .add(report::Column::DeliveryId.is_in(deliveries));
-            for row in report::Entity::find().filter(named).all(&self.txn).await? {
-                let (_, report) = report_from_row(row)?;
-                // Known to the user whose event names it, so that it is not announced again.
-                let named_by = wanted
-                    .reports
-                    .get(&report.id)
-                    .or_else(|| wanted.report_deliveries.get(&report.delivery_id));
-                if let Some(named_by) = named_by {
-                    reports.entry(*named_by).or_default().push(report);
-                }
-            }
+        for report in self.named_reports(wanted).await? {
+            // Known to the user whose event names it, so that it is not announced again.
+            let named_by = wanted
+                .reports
+                .get(&report.id)
+                .or_else(|| {
+                    let delivery = report.delivery_id?;
+                    wanted.report_deliveries.get(&delivery)
+                })
+                .or_else(|| {
+                    let argyle = report.argyle_report_id.as_ref()?;
+                    wanted.argyle_reports.get(argyle)
+                })
+                .copied()
+                .unwrap_or(report.user);
+            reports.entry(named_by).or_default().push(report);
         }
 
         for row in rows {
@@ -226,6 +243,37 @@ impl Batch {
             loaded.users.insert(id, user);
         }
         Ok(loaded)
+    }
+
+    /// The reports `wanted` names (by id, announcing delivery or Argyle id), and the batch users'
+    /// recent requests: one query, none if nothing is named.
+    async fn named_reports(&self, wanted: &Wanted) -> Result<Vec<Report>, StoreError> {
+        let mut named = Condition::any();
+        if !wanted.reports.is_empty() {
+            named = named
+                .add(report::Column::Id.is_in(wanted.reports.keys().map(ReportId::to_string)))
+                .add(report::Column::DeliveryId.is_in(wanted.report_deliveries.keys().copied()));
+        }
+        if !wanted.argyle_reports.is_empty() {
+            named = named.add(report::Column::ArgyleReportId.is_in(wanted.argyle_reports.keys()));
+        }
+        if let Some(since) = wanted.requests_since {
+            named = named.add(
+                Condition::all()
+                    .add(report::Column::UserId.is_in(wanted.users.iter().map(UserId::to_string)))
+                    .add(report::Column::RequestedAt.gt(since)),
+            );
+        }
+        if named.is_empty() {
+            return Ok(vec![]);
+        }
+        report::Entity::find()
+            .filter(named)
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .map(|row| report_from_row(row).map(|(_, report)| report))
+            .collect()
     }
 
     /// Marks a stored delivery rejected: kept for inspection, not applied.
@@ -264,9 +312,9 @@ impl Batch {
                     accounts.push(account_row(user, account)?);
                 }
             }
-            for id in &changes.new_reports {
+            for id in &changes.reports {
                 if let Some(report) = user.reports.get(id) {
-                    reports.push(report_row(report));
+                    reports.push(report_row(report)?);
                 }
             }
             external_ids.extend(changes.new_external_ids.iter().map(|id| {
@@ -291,11 +339,7 @@ impl Batch {
             ACCOUNT_CHANGES,
         )
         .await?;
-        if !reports.is_empty() {
-            report::Entity::insert_many(reports)
-                .exec_without_returning(&self.txn)
-                .await?;
-        }
+        upsert(&self.txn, reports, report::Column::Id, REPORT_CHANGES).await?;
         if !external_ids.is_empty() {
             user_external_id::Entity::insert_many(external_ids)
                 .on_conflict_do_nothing_on([

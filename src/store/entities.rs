@@ -107,7 +107,7 @@ pub mod account {
 pub mod report {
     use sea_orm::entity::prelude::*;
 
-    /// A generated report; `seq` orders reports for pagination.
+    /// A report, announced or requested; `seq` orders reports for pagination.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "reports")]
     pub struct Model {
@@ -119,8 +119,24 @@ pub mod report {
         pub argyle_report_id: Option<String>,
         pub user_id: String,
         pub report_type: String,
+        /// When this service first recorded the report.
         pub generated_at: DateTimeUtc,
+        /// The announcing delivery; 0 when none (see migration 000005).
         pub delivery_id: i64,
+        pub status: String,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub status_reason: Option<String>,
+        pub origin: String,
+        #[sea_orm(unique)]
+        pub request_id: Option<String>,
+        /// A hash of the request's arguments, to refuse a reused `request_id` with others.
+        pub request_fingerprint: Option<String>,
+        pub requested_at: Option<DateTimeUtc>,
+        pub announced_at: Option<DateTimeUtc>,
+        /// What Argyle's API tells of the report (JSON).
+        #[sea_orm(column_type = "Text")]
+        pub details: String,
+        pub updated_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -181,6 +197,39 @@ pub mod user_external_id {
         pub external_id: String,
         #[sea_orm(primary_key, auto_increment = false)]
         pub user_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod job {
+    use sea_orm::entity::prelude::*;
+
+    /// A job of the report pipeline (the transactional outbox).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub kind: String,
+        /// Makes a job exactly once per cause (an entry into READY, a request id, a report).
+        #[sea_orm(unique)]
+        pub dedupe_key: String,
+        pub report_id: String,
+        pub user_id: String,
+        #[sea_orm(column_type = "Text")]
+        pub payload: String,
+        pub state: String,
+        pub attempts: i32,
+        /// When PENDING: when the next attempt is due; when RUNNING: the end of the lease.
+        pub next_attempt_at: DateTimeUtc,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub last_error: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

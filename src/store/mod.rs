@@ -5,6 +5,7 @@ mod batch;
 mod checks;
 pub mod entities;
 mod inbox;
+mod jobs;
 pub mod log;
 pub mod migrations;
 mod reads;
@@ -19,6 +20,7 @@ use sea_orm_migration::MigratorTrait;
 pub use batch::{Batch, Inboxed, Loaded, NewDelivery, Wanted};
 pub use checks::{DatabaseFile, FileChange};
 pub use inbox::Verdict;
+pub use jobs::{JobCount, JobQuery};
 pub use migrations::Migrator;
 pub use reads::{ReportKey, ReportQuery, UserQuery};
 

@@ -10,7 +10,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use super::entities::{account, report, user, user_external_id};
 use super::rows::{report_from_row, user_from_rows};
 use super::{Store, StoreError};
-use crate::domain::user::{Report, User};
+use crate::domain::report::Report;
+use crate::domain::user::User;
 use crate::domain::{ReadinessState, ReportId, UserId};
 
 /// Which users to list.
@@ -45,6 +46,8 @@ pub struct ReportQuery {
     pub type_name: Option<String>,
     /// Only types other than these (Argyle's spellings of the types this version knows).
     pub excluding_types: Vec<&'static str>,
+    /// Only reports in this status.
+    pub status: Option<crate::domain::ReportStatus>,
 }
 
 impl Store {
@@ -150,6 +153,9 @@ impl Store {
             select = select.filter(
                 report::Column::ReportType.is_not_in(query.excluding_types.iter().copied()),
             );
+        }
+        if let Some(status) = query.status {
+            select = select.filter(report::Column::Status.eq(status.as_str()));
         }
         if let Some(after) = after {
             select = select.filter(report::Column::Seq.gt(after));

@@ -10,7 +10,8 @@ use super::StoreError;
 use super::entities::{account, report, user};
 use crate::domain::ReportType;
 use crate::domain::account::ErrorInfo;
-use crate::domain::user::{Account, Report, User};
+use crate::domain::report::{Report, ReportOrigin};
+use crate::domain::user::{Account, User};
 
 /// Reads a column that holds one of our stable names.
 pub(crate) fn parse_name<T: FromStr>(table: &'static str, value: &str) -> Result<T, StoreError> {
@@ -112,6 +113,14 @@ pub(crate) fn user_row(user: &User) -> user::ActiveModel {
 }
 
 pub(crate) fn report_from_row(row: report::Model) -> Result<(i64, Report), StoreError> {
+    let details = serde_json::from_str(&row.details).map_err(|error| StoreError::Corrupt {
+        table: "reports",
+        detail: format!("details of {}: {error}", row.id),
+    })?;
+    let origin = ReportOrigin::from_name(&row.origin).ok_or_else(|| StoreError::Corrupt {
+        table: "reports",
+        detail: format!("unknown origin {:?}", row.origin),
+    })?;
     Ok((
         row.seq,
         Report {
@@ -119,20 +128,45 @@ pub(crate) fn report_from_row(row: report::Model) -> Result<(i64, Report), Store
             user: parse_id("reports", &row.user_id)?,
             argyle_report_id: row.argyle_report_id,
             report_type: ReportType::from_argyle(&row.report_type),
-            generated_at: row.generated_at,
-            delivery_id: row.delivery_id,
+            status: parse_name("reports", &row.status)?,
+            status_reason: row.status_reason,
+            origin,
+            request_id: row.request_id,
+            request_fingerprint: row.request_fingerprint,
+            requested_at: row.requested_at,
+            announced_at: row.announced_at,
+            delivery_id: (row.delivery_id != NO_DELIVERY).then_some(row.delivery_id),
+            details,
+            recorded_at: row.generated_at,
+            updated_at: row.updated_at.unwrap_or(row.generated_at),
         },
     ))
 }
 
-pub(crate) fn report_row(report: &Report) -> report::ActiveModel {
-    report::ActiveModel {
+/// `reports.delivery_id` of a report no delivery announced (the column is NOT NULL).
+const NO_DELIVERY: i64 = 0;
+
+pub(crate) fn report_row(report: &Report) -> Result<report::ActiveModel, StoreError> {
+    let details = serde_json::to_string(&report.details).map_err(|error| StoreError::Corrupt {
+        table: "reports",
+        detail: format!("details of {} do not serialise: {error}", report.id),
+    })?;
+    Ok(report::ActiveModel {
         id: Set(report.id.to_string()),
         argyle_report_id: Set(report.argyle_report_id.clone()),
         user_id: Set(report.user.to_string()),
         report_type: Set(report.report_type.as_str().to_owned()),
-        generated_at: Set(report.generated_at),
-        delivery_id: Set(report.delivery_id),
+        generated_at: Set(report.recorded_at),
+        delivery_id: Set(report.delivery_id.unwrap_or(NO_DELIVERY)),
+        status: Set(report.status.as_str().to_owned()),
+        status_reason: Set(report.status_reason.clone()),
+        origin: Set(report.origin.as_str().to_owned()),
+        request_id: Set(report.request_id.clone()),
+        request_fingerprint: Set(report.request_fingerprint.clone()),
+        requested_at: Set(report.requested_at),
+        announced_at: Set(report.announced_at),
+        details: Set(details),
+        updated_at: Set(Some(report.updated_at)),
         ..Default::default()
-    }
+    })
 }

@@ -217,6 +217,9 @@ async fn reports_until_caught_up(
                 }
                 ReportMessage::CaughtUp(_) => return,
                 ReportMessage::Heartbeat(_) => {}
+                ReportMessage::ReportUpdated(update) => {
+                    panic!("an update without include_updates: {update:?}")
+                }
             }
         }
     };

@@ -58,6 +58,9 @@ async fn next_report(
                 Message::ReportGenerated(event) => return event,
                 Message::Heartbeat(_) => {}
                 Message::CaughtUp(marker) => panic!("unexpected caught-up marker {marker:?}"),
+                Message::ReportUpdated(update) => {
+                    panic!("an update without include_updates: {update:?}")
+                }
             }
         }
     };
@@ -75,6 +78,9 @@ async fn caught_up(stream: &mut Streaming<pb::StreamReportEventsResponse>) -> St
                 Message::Heartbeat(_) => {}
                 Message::ReportGenerated(event) => {
                     panic!("expected the caught-up marker, got {event:?}")
+                }
+                Message::ReportUpdated(update) => {
+                    panic!("expected the caught-up marker, got {update:?}")
                 }
             }
         }
@@ -302,6 +308,9 @@ async fn report_streams_deliver_only_what_their_filters_select() {
                 Message::ReportGenerated(event) => seen.push(event),
                 Message::CaughtUp(_) => break,
                 Message::Heartbeat(_) => {}
+                Message::ReportUpdated(update) => {
+                    panic!("an update without include_updates: {update:?}")
+                }
             }
         }
         assert_eq!(argyle_ids(&seen), expected, "{description}");

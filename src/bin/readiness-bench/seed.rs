@@ -151,6 +151,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<Value> {
                     user: UserId(owner),
                     report_type: "voie".into(),
                     argyle_report_id: Some(format!("bench-report-{n}")),
+                    snapshot: None,
                 };
                 Ok(event::ActiveModel {
                     kind: Set(event.kind().to_owned()),

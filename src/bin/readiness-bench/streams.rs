@@ -75,7 +75,7 @@ async fn subscribe(
                     received.insert(id, Instant::now());
                 }
             }
-            Some(Message::Heartbeat(_)) => {}
+            Some(Message::Heartbeat(_) | Message::ReportUpdated(_)) => {}
             None => break,
         }
     }

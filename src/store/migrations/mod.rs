@@ -7,6 +7,7 @@ mod m20261127_000001_initial;
 mod m20261127_000002_users_external_id_user_id;
 mod m20261127_000003_write_probe;
 mod m20261130_000004_user_external_ids;
+mod m20261130_000005_report_pipeline;
 
 /// Every migration, in order. Run at start-up by [`super::connect`].
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_users_external_id_user_id::Migration),
             Box::new(m20261127_000003_write_probe::Migration),
             Box::new(m20261130_000004_user_external_ids::Migration),
+            Box::new(m20261130_000005_report_pipeline::Migration),
         ]
     }
 }
