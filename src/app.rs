@@ -232,7 +232,7 @@ fn pipeline_options(config: &Config) -> anyhow::Result<PipelineOptions> {
         max_attempts: argyle.jobs_max_attempts,
         retry_base: argyle.jobs_retry_base,
         poll_interval: argyle.jobs_poll,
-        ..PipelineOptions::default()
+        lease: argyle.jobs_lease,
     })
 }
 

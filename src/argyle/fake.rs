@@ -98,6 +98,8 @@ pub enum Fault {
     Delay(Duration),
     /// Act (create, delete, ...), then close the connection without answering: a lost answer.
     DropAfterActing,
+    /// Act, then hold the answer this long before sending it (a client may die meanwhile).
+    HoldAfterActing(Duration),
 }
 
 impl Fault {
@@ -170,6 +172,8 @@ struct FakeState {
     requests: Vec<RecordedRequest>,
     scripts: HashMap<Endpoint, VecDeque<Fault>>,
     deliveries: Vec<WebhookDelivery>,
+    /// Where webhooks go when set after start (wins over the configuration's).
+    webhook: Option<WebhookTarget>,
 }
 
 struct FakeReport {
@@ -258,6 +262,12 @@ impl FakeArgyle {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends the signed `reports.generated` webhooks to `target` from now on (a receiver that
+    /// starts after the fake).
+    pub fn send_webhooks_to(&self, target: WebhookTarget) {
+        self.state().webhook = Some(target);
     }
 
     /// Queues answers for the next requests to `endpoint`, in order; later requests are served.
@@ -362,7 +372,8 @@ impl FakeArgyle {
 
     /// Sends the signed `reports.generated` for a report, retrying while the receiver fails.
     fn announce(&self, (report_id, user, report_type): (String, String, String)) {
-        let Some(target) = self.shared.config.webhook.clone() else {
+        let target = self.state().webhook.clone();
+        let Some(target) = target.or_else(|| self.shared.config.webhook.clone()) else {
             return;
         };
         let mut data = json!({"user": user, "type": report_type});
@@ -534,6 +545,7 @@ async fn answer(
     body: Bytes,
 ) -> Result<Response, Dropped> {
     let mut drop_after_acting = false;
+    let mut hold = None;
     match endpoint.and_then(|endpoint| fake.next_fault(endpoint)) {
         Some(Fault::Status {
             status,
@@ -549,6 +561,7 @@ async fn answer(
         Some(Fault::Drop) => return Err(Dropped),
         Some(Fault::Delay(wait)) => tokio::time::sleep(wait).await,
         Some(Fault::DropAfterActing) => drop_after_acting = true,
+        Some(Fault::HoldAfterActing(wait)) => hold = Some(wait),
         None => {}
     }
     let authorization = parts.headers.get(header::AUTHORIZATION);
@@ -564,6 +577,9 @@ async fn answer(
         .unwrap_or_else(|never| match never {});
     if drop_after_acting {
         return Err(Dropped);
+    }
+    if let Some(wait) = hold {
+        tokio::time::sleep(wait).await;
     }
     Ok(response)
 }

@@ -252,6 +252,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs_poll_ms: Option<u64>,
+    /// Seconds a worker holds a job [env: READINESS_JOBS_LEASE_SECS] [default: 300]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs_lease_secs: Option<u64>,
 }
 
 /// Flags of `sign`.

@@ -162,6 +162,10 @@ pub struct Settings {
     /// Milliseconds between looks for due jobs when none was announced (jobs of other replicas,
     /// retries). Default 1000.
     pub jobs_poll_ms: u64,
+    /// Seconds a worker holds a job it took; a job whose worker died is taken again after it.
+    /// Keep it above an attempt's longest run (Argyle calls retry for up to 2 minutes). Default
+    /// 300.
+    pub jobs_lease_secs: u64,
 }
 
 /// Which Argyle API.
@@ -223,6 +227,7 @@ impl Default for Settings {
             jobs_max_attempts: 10,
             jobs_retry_base_ms: 5000,
             jobs_poll_ms: 1000,
+            jobs_lease_secs: 300,
         }
     }
 }
@@ -335,6 +340,7 @@ impl Settings {
             ("jobs_max_attempts", u64::from(settings.jobs_max_attempts)),
             ("jobs_retry_base_ms", settings.jobs_retry_base_ms),
             ("jobs_poll_ms", settings.jobs_poll_ms),
+            ("jobs_lease_secs", settings.jobs_lease_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

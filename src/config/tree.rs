@@ -179,6 +179,7 @@ pub struct ArgyleConfig {
     pub jobs_max_attempts: u32,
     pub jobs_retry_base: Duration,
     pub jobs_poll: Duration,
+    pub jobs_lease: Duration,
 }
 
 impl fmt::Debug for ArgyleConfig {
@@ -193,6 +194,7 @@ impl fmt::Debug for ArgyleConfig {
             .field("jobs_max_attempts", &self.jobs_max_attempts)
             .field("jobs_retry_base", &self.jobs_retry_base)
             .field("jobs_poll", &self.jobs_poll)
+            .field("jobs_lease", &self.jobs_lease)
             .finish()
     }
 }
@@ -325,6 +327,7 @@ impl Settings {
             jobs_max_attempts: self.jobs_max_attempts,
             jobs_retry_base: Duration::from_millis(self.jobs_retry_base_ms),
             jobs_poll: Duration::from_millis(self.jobs_poll_ms),
+            jobs_lease: Duration::from_secs(self.jobs_lease_secs),
         })
     }
 

@@ -77,10 +77,10 @@ impl Pipeline {
         self.options.argyle.is_some()
     }
 
-    /// The time window a batch must know the user's requests in (the cap), when it may request.
+    /// The time window a batch must know the user's requests in: Argyle's cap, and matching an
+    /// announcement without Argyle's id to a request.
     pub(super) fn requests_since(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        (self.enabled() && !self.options.auto_generate.is_empty())
-            .then(|| at - chrono::Duration::hours(24))
+        self.enabled().then(|| at - chrono::Duration::hours(24))
     }
 
     /// What a user's events cause in the pipeline, written in the same transaction: an entry

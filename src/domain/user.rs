@@ -17,8 +17,8 @@ use super::account::{AccountFacts, ErrorInfo, Observation};
 use super::argyle::ArgyleEvent;
 use super::events::DomainEvent;
 use super::readiness::user_readiness;
-use super::report::Report;
-use super::{AccountId, AccountState, ReadinessState, ReportId, ReportType, UserId};
+use super::report::{Report, ReportOrigin};
+use super::{AccountId, AccountState, ReadinessState, ReportId, ReportStatus, ReportType, UserId};
 
 /// Namespace for report ids derived from Argyle report ids or delivery contents (UUID v5).
 const REPORT_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_0e57_52a4_4f0e_9d0b_6e1f_53a1_c0de);
@@ -361,11 +361,27 @@ impl User {
         delivery: &DeliveryRef<'_>,
     ) -> Option<DomainEvent> {
         let id = report_id(argyle_report_id.as_deref(), delivery.content_key);
-        let known = self.reports.values_mut().find(|report| {
+        let named = self.reports.values().find(|report| {
             report.id == id
                 || report.delivery_id == Some(delivery.id)
                 || (argyle_report_id.is_some() && report.argyle_report_id == argyle_report_id)
         });
+        // Without Argyle's id, an announcement is for the oldest report of that type this
+        // service requested and Argyle has not announced yet, if there is one.
+        let requested = || {
+            self.reports
+                .values()
+                .filter(|report| {
+                    argyle_report_id.is_none()
+                        && report.origin != ReportOrigin::Announced
+                        && report.announced_at.is_none()
+                        && report.status != ReportStatus::Refused
+                        && report.report_type == report_type
+                })
+                .min_by_key(|report| report.requested_at)
+        };
+        let known_id = named.or_else(requested).map(|report| report.id);
+        let known = known_id.and_then(|id| self.reports.get_mut(&id));
         let report = match known {
             Some(report) => {
                 if !report.announce(delivery.id, delivery.at) {

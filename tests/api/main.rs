@@ -26,6 +26,7 @@ mod process;
 mod readiness_scenarios;
 mod reflection;
 mod refused_writes;
+mod report_pipeline;
 mod reports;
 mod security;
 mod shutdown;

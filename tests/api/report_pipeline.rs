@@ -1,0 +1,625 @@
+//! The report pipeline end to end, against the faithful fake of Argyle's API: a report requested
+//! exactly once per entry into READY (through rate limits, server errors, duplicates, replicas,
+//! a crash between the POST and recording its answer), Argyle's cap, enrichment of announced
+//! reports (with and without Argyle's id, and a 404), jobs that survive a restart, RequestReport,
+//! and the stream and document API carrying what Argyle knows.
+
+use std::time::{Duration, Instant};
+
+use readiness::argyle::Endpoint;
+use readiness::argyle::fake::{FakeArgyle, FakeConfig, Fault, WebhookTarget};
+use readiness::config::Settings;
+use readiness::domain::signature::Secret;
+use readiness::grpc::pb::{self, ReportStatus};
+use tonic::Code;
+
+use crate::helpers::{SECRET, TestApp, body, new_id};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn fake() -> FakeArgyle {
+    FakeArgyle::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap()
+}
+
+/// The pipeline on, against `fake`, with quick retries; `auto` types requested on READY.
+fn pipeline(fake: &FakeArgyle, auto: &[&str]) -> impl FnOnce(&mut Settings) + use<> {
+    let (base_url, auto) = (fake.base_url().to_owned(), auto.join(","));
+    move |settings: &mut Settings| {
+        settings.argyle_base_url = Some(base_url);
+        settings.argyle_api_key_id = Some("key-id".into());
+        settings.argyle_api_key_secret = Some("key-secret".into());
+        settings.reports_auto_generate = auto
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        settings.jobs_retry_base_ms = 50;
+        settings.jobs_poll_ms = 50;
+        settings.jobs_lease_secs = 3;
+    }
+}
+
+/// Waits until `condition` holds, or fails naming `what`.
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn reports_of(app: &TestApp, user: &str) -> Vec<pb::Report> {
+    app.report_client()
+        .await
+        .list_reports(pb::ListReportsRequest {
+            user_id: user.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .reports
+}
+
+/// Makes `user` READY with one synced account (as of `synced`), through HTTP.
+async fn make_ready(app: &TestApp, user: &str, account: &str, connected: &str, synced: &str) {
+    app.deliver_ok(&body::connected_at(user, account, connected))
+        .await;
+    app.deliver_ok(&body::ready(user, &[(account, synced)]))
+        .await;
+}
+
+/// Argyle's reports of one user, as the fake holds them.
+fn at_argyle(fake: &FakeArgyle, user: &str) -> Vec<serde_json::Value> {
+    fake.reports()
+        .into_iter()
+        .filter(|report| report["user"] == user)
+        .collect()
+}
+
+#[tokio::test]
+async fn entering_ready_requests_each_automatic_type_once_through_a_429_and_5xx() {
+    let fake = fake().await;
+    fake.script(
+        Endpoint::CreateReport,
+        [
+            Fault::rate_limited("1"),
+            Fault::status(503),
+            Fault::status(502),
+        ],
+    );
+    let app = TestApp::spawn_with(pipeline(&fake, &["voie"])).await;
+    let (user, account) = (new_id(), new_id());
+
+    make_ready(
+        &app,
+        &user,
+        &account,
+        "2024-01-08T12:00:00Z",
+        "2024-01-08T13:00:00Z",
+    )
+    .await;
+
+    eventually(
+        "Argyle has the report and the service knows its id",
+        || async {
+            reports_of(&app, &user)
+                .await
+                .first()
+                .is_some_and(|r| !r.argyle_report_id.is_empty())
+        },
+    )
+    .await;
+    let reports = reports_of(&app, &user).await;
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].origin(), pb::ReportOrigin::Automatic);
+    assert_eq!(reports[0].status(), ReportStatus::Generating);
+    assert_eq!(at_argyle(&fake, &user).len(), 1, "one report at Argyle");
+    assert_eq!(
+        fake.requests_to(Endpoint::CreateReport).len(),
+        4,
+        "429, 503, 502, then 201"
+    );
+    // Routine refreshes that keep the user READY request nothing.
+    app.deliver_ok(&body::ready(&user, &[(&account, "2024-01-08T14:00:00Z")]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(at_argyle(&fake, &user).len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_copies_of_reports_ready_in_parallel_request_one_report() {
+    let fake = fake().await;
+    let app = TestApp::spawn_with(pipeline(&fake, &["voie"])).await;
+    let replica = if app.on_postgres() {
+        Some(app.replica(pipeline(&fake, &["voie"])).await)
+    } else {
+        None
+    };
+    let (user, account) = (new_id(), new_id());
+    app.deliver_ok(&body::connected_at(&user, &account, "2024-01-08T12:00:00Z"))
+        .await;
+    let ready = body::ready(&user, &[(&account, "2024-01-08T13:00:00Z")]);
+
+    let mut senders = tokio::task::JoinSet::new();
+    for copy in 0..50 {
+        let target = match (&replica, copy % 2) {
+            (Some(replica), 1) => replica.signed_request(ready.clone()),
+            _ => app.signed_request(ready.clone()),
+        };
+        senders.spawn(async move { target.send().await.unwrap().status().as_u16() });
+    }
+    while let Some(status) = senders.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+
+    eventually("the report reaches Argyle", || async {
+        !at_argyle(&fake, &user).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(at_argyle(&fake, &user).len(), 1);
+    assert_eq!(reports_of(&app, &user).await.len(), 1);
+    if let Some(replica) = replica {
+        replica.stop().await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reconnection_and_a_newer_sync_request_a_second_report() {
+    let fake = fake().await;
+    let app = TestApp::spawn_with(pipeline(&fake, &["voie"])).await;
+    let (user, account) = (new_id(), new_id());
+    make_ready(
+        &app,
+        &user,
+        &account,
+        "2024-01-08T12:00:00Z",
+        "2024-01-08T13:00:00Z",
+    )
+    .await;
+    eventually("the first report", || async {
+        at_argyle(&fake, &user).len() == 1
+    })
+    .await;
+
+    // Reconnected (PENDING), then synced again: a new entry into READY.
+    make_ready(
+        &app,
+        &user,
+        &account,
+        "2024-01-09T12:00:00Z",
+        "2024-01-09T13:00:00Z",
+    )
+    .await;
+
+    eventually("the second report", || async {
+        at_argyle(&fake, &user).len() == 2
+    })
+    .await;
+    assert_eq!(reports_of(&app, &user).await.len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_daily_cap_refuses_the_eleventh_request_without_calling_argyle() {
+    let fake = fake().await;
+    let app = TestApp::spawn_with(pipeline(&fake, &["voie"])).await;
+    let (user, account) = (new_id(), new_id());
+    make_ready(
+        &app,
+        &user,
+        &account,
+        "2024-01-08T10:00:00Z",
+        "2024-01-08T10:30:00Z",
+    )
+    .await;
+    let mut client = app.report_client().await;
+    // One automatic request on entry, nine explicit ones: ten in 24 hours.
+    for n in 0..9 {
+        client
+            .request_report(pb::RequestReportRequest {
+                user: Some(pb::request_report_request::User::UserId(user.clone())),
+                r#type: pb::ReportType::Voe.into(),
+                request_id: format!("cap-{n}-{user}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    let status = client
+        .request_report(pb::RequestReportRequest {
+            user: Some(pb::request_report_request::User::UserId(user.clone())),
+            r#type: pb::ReportType::Voe.into(),
+            request_id: format!("cap-10-{user}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    // An automatic request at the cap is recorded REFUSED, never sent.
+    make_ready(
+        &app,
+        &user,
+        &account,
+        "2024-01-09T10:00:00Z",
+        "2024-01-09T10:30:00Z",
+    )
+    .await;
+    eventually("ten reports reach Argyle", || async {
+        at_argyle(&fake, &user).len() == 10
+    })
+    .await;
+    let reports = reports_of(&app, &user).await;
+    let refused: Vec<_> = reports
+        .iter()
+        .filter(|r| r.status() == ReportStatus::Refused)
+        .collect();
+    assert_eq!(refused.len(), 1, "{reports:?}");
+    assert!(
+        refused[0].status_reason.contains("cap"),
+        "{}",
+        refused[0].status_reason
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(at_argyle(&fake, &user).len(), 10);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn request_report_is_idempotent_by_request_id_and_checks_its_preconditions() {
+    let fake = fake().await;
+    let app = TestApp::spawn_with(pipeline(&fake, &[])).await;
+    let (user, account) = (new_id(), new_id());
+    let mut client = app.report_client().await;
+    let request = |request_id: &str, metadata: Option<&str>| pb::RequestReportRequest {
+        user: Some(pb::request_report_request::User::UserId(user.clone())),
+        r#type: pb::ReportType::Voie.into(),
+        request_id: request_id.into(),
+        metadata: metadata.map(|note| prost_types::Struct {
+            fields: [(
+                "note".to_owned(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue(note.into())),
+                },
+            )]
+            .into(),
+        }),
+        ..Default::default()
+    };
+
+    // Unknown user, then a user who is not READY.
+    let unknown = client
+        .request_report(request("r-0", None))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    app.deliver_ok(&body::connected(&user, &account)).await;
+    let pending = client
+        .request_report(request("r-1", None))
+        .await
+        .unwrap_err();
+    assert_eq!(pending.code(), Code::FailedPrecondition);
+    assert!(
+        pending.message().contains("not ready"),
+        "{}",
+        pending.message()
+    );
+
+    app.deliver_ok(&body::ready(&user, &[(&account, "2024-01-08T13:00:00Z")]))
+        .await;
+    let first = client
+        .request_report(request("r-1", Some("a")))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = client
+        .request_report(request("r-1", Some("a")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.report.as_ref().unwrap().id,
+        again.report.as_ref().unwrap().id
+    );
+    assert_eq!(first.report.as_ref().unwrap().request_id, "r-1");
+    let other = client
+        .request_report(request("r-1", Some("b")))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::InvalidArgument);
+    assert!(
+        other.message().starts_with("request_id: "),
+        "{}",
+        other.message()
+    );
+
+    eventually("one report at Argyle", || async {
+        at_argyle(&fake, &user).len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.requests_to(Endpoint::CreateReport).len(),
+        1,
+        "never a second call"
+    );
+    let at = &at_argyle(&fake, &user)[0];
+    assert_eq!(at["metadata"]["note"], "a");
+    assert_eq!(
+        at["metadata"]["readiness_request"],
+        first.report.unwrap().id
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn request_report_without_argyle_credentials_is_a_failed_precondition() {
+    let app = TestApp::spawn().await;
+    let status = app
+        .report_client()
+        .await
+        .request_report(pb::RequestReportRequest {
+            user: Some(pb::request_report_request::User::UserId(new_id())),
+            r#type: pb::ReportType::Voie.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("credentials"),
+        "{}",
+        status.message()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_announced_report_is_enriched_and_its_urls_are_streamed_and_its_document_served() {
+    let fake = fake().await;
+    let app = TestApp::spawn_with(pipeline(&fake, &["voie"])).await;
+    fake.send_webhooks_to(WebhookTarget {
+        url: app.url("/webhooks/argyle"),
+        secret: Secret::new(SECRET),
+        name: "readiness-reports".into(),
+    });
+    let (user, account) = (new_id(), new_id());
+    let mut stream = app
+        .report_client()
+        .await
+        .stream_report_events(pb::StreamReportEventsRequest {
+            start: pb::StartPosition::Now.into(),
+            user_id: user.clone(),
+            include_updates: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    make_ready(
+        &app,
+        &user,
+        &account,
+        "2024-01-08T12:00:00Z",
+        "2024-01-08T13:00:00Z",
+    )
+    .await;
+    eventually("Argyle has the report", || async {
+        at_argyle(&fake, &user).len() == 1
+    })
+    .await;
+
+    let argyle_id = at_argyle(&fake, &user)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(fake.generate(&argyle_id));
+
+    // The stream: requested, Argyle's answer, the announcement, the enrichment with the URLs.
+    use pb::stream_report_events_response::Message;
+    let mut statuses = vec![];
+    let file_url = loop {
+        let message = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("stream events in time")
+            .unwrap()
+            .unwrap()
+            .message
+            .unwrap();
+        match message {
+            Message::ReportUpdated(update) => {
+                let report = update.report.unwrap();
+                statuses.push(report.status());
+                if !report.file_url.is_empty() {
+                    assert!(!report.json_url.is_empty());
+                    break report.file_url;
+                }
+            }
+            Message::ReportGenerated(event) => {
+                assert_eq!(event.report.unwrap().argyle_report_id, argyle_id);
+                statuses.push(ReportStatus::Generated);
+            }
+            Message::CaughtUp(_) | Message::Heartbeat(_) => {}
+        }
+    };
+    assert_eq!(
+        statuses.first(),
+        Some(&ReportStatus::Requested),
+        "{statuses:?}"
+    );
+    assert!(file_url.starts_with(fake.base_url()), "{file_url}");
+
+    let found = app
+        .report_client()
+        .await
+        .get_report(pb::GetReportRequest {
+            report: Some(pb::get_report_request::Report::ArgyleReportId(argyle_id)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    assert_eq!(found.status(), ReportStatus::Generated);
+    assert!(found.argyle_created_at.is_some() && found.generated_at.is_some());
+
+    let mut document = app
+        .report_client()
+        .await
+        .get_report_document(pb::GetReportDocumentRequest {
+            report: Some(pb::get_report_document_request::Report::Id(
+                found.id.clone(),
+            )),
+            format: pb::DocumentFormat::Pdf.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = document.message().await.unwrap().unwrap();
+    assert_eq!(first.content_type, "application/pdf");
+    let mut bytes = first.chunk;
+    while let Some(more) = document.message().await.unwrap() {
+        assert!(more.content_type.is_empty());
+        bytes.extend(more.chunk);
+    }
+    assert!(
+        bytes.starts_with(b"%PDF"),
+        "a PDF: {:?}",
+        &bytes[..bytes.len().min(16)]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_announcement_without_a_report_id_is_matched_by_type_and_a_404_stops_for_good() {
+    let fake = FakeArgyle::start(
+        "127.0.0.1:0".parse().unwrap(),
+        FakeConfig {
+            send_report_id: false,
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let app = TestApp::spawn_with(pipeline(&fake, &[])).await;
+    fake.send_webhooks_to(WebhookTarget {
+        url: app.url("/webhooks/argyle"),
+        secret: Secret::new(SECRET),
+        name: "readiness-reports".into(),
+    });
+    let (user, account) = (new_id(), new_id());
+    make_ready(
+        &app,
+        &user,
+        &account,
+        "2024-01-08T12:00:00Z",
+        "2024-01-08T13:00:00Z",
+    )
+    .await;
+    // Someone else asked Argyle for this report; Argyle announces it without its id.
+    let created = app
+        .report_client()
+        .await
+        .request_report(pb::RequestReportRequest {
+            user: Some(pb::request_report_request::User::UserId(user.clone())),
+            r#type: pb::ReportType::Voe.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    eventually("Argyle has it", || async {
+        at_argyle(&fake, &user).len() == 1
+    })
+    .await;
+    let argyle_id = at_argyle(&fake, &user)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the service knows Argyle's id", || async {
+        reports_of(&app, &user).await[0].argyle_report_id == argyle_id
+    })
+    .await;
+    assert!(fake.generate(&argyle_id));
+    eventually(
+        "the announcement is matched to the request and enriched",
+        || async {
+            let reports = reports_of(&app, &user).await;
+            reports.len() == 1 && !reports[0].file_url.is_empty()
+        },
+    )
+    .await;
+    assert_eq!(reports_of(&app, &user).await[0].id, created.id);
+
+    // A report Argyle does not have: one GET, a reason, no retry.
+    let ghost = "00000000-0000-0000-0000-00000000dead";
+    app.deliver_ok(&body::generated(&user, "voie", Some(ghost)))
+        .await;
+    eventually("the 404 is recorded", || async {
+        reports_of(&app, &user)
+            .await
+            .iter()
+            .any(|r| r.argyle_report_id == ghost && r.status_reason.contains("404"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gets = fake
+        .requests_to(Endpoint::GetReport)
+        .into_iter()
+        .filter(|r| r.path.contains(ghost))
+        .count();
+    assert_eq!(gets, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_waiting_for_argyle_survives_a_restart() {
+    let fake = fake().await;
+    // Argyle fails for a while.
+    fake.script(Endpoint::CreateReport, (0..3).map(|_| Fault::status(503)));
+    let app = TestApp::spawn_with(|settings| {
+        pipeline(&fake, &["voie"])(settings);
+        settings.jobs_retry_base_ms = 2000;
+    })
+    .await;
+    let (user, account) = (new_id(), new_id());
+    make_ready(
+        &app,
+        &user,
+        &account,
+        "2024-01-08T12:00:00Z",
+        "2024-01-08T13:00:00Z",
+    )
+    .await;
+    eventually("a first failed attempt", || async {
+        !fake.requests_to(Endpoint::CreateReport).is_empty()
+    })
+    .await;
+
+    let app = app.restart().await;
+
+    eventually("the job completes after the restart", || async {
+        at_argyle(&fake, &user).len() == 1
+    })
+    .await;
+    let reports = reports_of(&app, &user).await;
+    assert_eq!(reports.len(), 1);
+    eventually("the service records Argyle's answer", || async {
+        !reports_of(&app, &user).await[0].argyle_report_id.is_empty()
+    })
+    .await;
+    app.stop().await;
+}
