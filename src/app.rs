@@ -215,7 +215,11 @@ fn pipeline_options(config: &Config) -> anyhow::Result<PipelineOptions> {
             ))
             .context("argyle_base_url")?;
             tracing::info!(base_url = %argyle.base_url, auto_generate = ?argyle.auto_generate, "report pipeline on");
-            Some(client.with_retry(RetryPolicy::retrying()))
+            let retry = RetryPolicy {
+                max_attempts: argyle.call_attempts as usize,
+                ..RetryPolicy::retrying()
+            };
+            Some(client.with_retry(retry))
         }
         None => {
             if !argyle.auto_generate.is_empty() {

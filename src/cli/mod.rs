@@ -5,6 +5,7 @@
 
 mod argyle;
 mod inbox;
+pub mod reports;
 mod serve;
 pub mod simulate;
 mod tools;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inbox(args) => inbox::run(args),
         Command::Argyle(args) => argyle::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Reports(args) => reports::run(args),
         Command::HashToken => tools::hash_token(),
     }
 }
@@ -49,6 +51,8 @@ pub enum Command {
     Argyle(ArgyleArgs),
     /// Inspect, replay and prune stored webhook deliveries (uses the database settings of `serve`).
     Inbox(InboxArgs),
+    /// List, show, request and retry reports through a running service's gRPC API.
+    Reports(reports::ReportsArgs),
     /// Play realistic signed Argyle traffic against a running service and report throughput and
     /// acknowledgement latency (a load generator for benchmarks and rehearsals).
     Simulate(SimulateArgs),
@@ -256,6 +260,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs_lease_secs: Option<u64>,
+    /// Tries of one Argyle call [env: READINESS_ARGYLE_CALL_ATTEMPTS] [default: 6]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argyle_call_attempts: Option<u32>,
 }
 
 /// Flags of `sign`.

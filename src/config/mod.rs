@@ -166,6 +166,9 @@ pub struct Settings {
     /// Keep it above an attempt's longest run (Argyle calls retry for up to 2 minutes). Default
     /// 300.
     pub jobs_lease_secs: u64,
+    /// Tries of one Argyle call (429, 5xx, connection errors; with backoff and jitter, at most
+    /// 2 minutes) before a job's attempt fails and waits for its next one. Default 6.
+    pub argyle_call_attempts: u32,
 }
 
 /// Which Argyle API.
@@ -228,6 +231,7 @@ impl Default for Settings {
             jobs_retry_base_ms: 5000,
             jobs_poll_ms: 1000,
             jobs_lease_secs: 300,
+            argyle_call_attempts: 6,
         }
     }
 }
@@ -341,6 +345,10 @@ impl Settings {
             ("jobs_retry_base_ms", settings.jobs_retry_base_ms),
             ("jobs_poll_ms", settings.jobs_poll_ms),
             ("jobs_lease_secs", settings.jobs_lease_secs),
+            (
+                "argyle_call_attempts",
+                u64::from(settings.argyle_call_attempts),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

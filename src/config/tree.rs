@@ -180,6 +180,8 @@ pub struct ArgyleConfig {
     pub jobs_retry_base: Duration,
     pub jobs_poll: Duration,
     pub jobs_lease: Duration,
+    /// Tries of one Argyle call.
+    pub call_attempts: u32,
 }
 
 impl fmt::Debug for ArgyleConfig {
@@ -195,6 +197,7 @@ impl fmt::Debug for ArgyleConfig {
             .field("jobs_retry_base", &self.jobs_retry_base)
             .field("jobs_poll", &self.jobs_poll)
             .field("jobs_lease", &self.jobs_lease)
+            .field("call_attempts", &self.call_attempts)
             .finish()
     }
 }
@@ -328,6 +331,7 @@ impl Settings {
             jobs_retry_base: Duration::from_millis(self.jobs_retry_base_ms),
             jobs_poll: Duration::from_millis(self.jobs_poll_ms),
             jobs_lease: Duration::from_secs(self.jobs_lease_secs),
+            call_attempts: self.argyle_call_attempts,
         })
     }
 

@@ -37,14 +37,14 @@ impl Core {
         };
         let core = self.clone();
         tokio::spawn(async move {
-            let mut gauges_at = tokio::time::Instant::now();
+            let mut gauges_at: Option<tokio::time::Instant> = None;
             loop {
                 if core.log.stopped() {
                     return;
                 }
-                if gauges_at.elapsed() >= GAUGE_INTERVAL {
+                if gauges_at.is_none_or(|at| at.elapsed() >= GAUGE_INTERVAL) {
                     core.refresh_job_gauges().await;
-                    gauges_at = tokio::time::Instant::now();
+                    gauges_at = Some(tokio::time::Instant::now());
                 }
                 match core.run_one(&argyle).await {
                     Ok(true) => continue,

@@ -301,29 +301,13 @@ impl Core {
 }
 
 impl Core {
-    /// The pipeline's jobs, newest first (`before`: the last id of the previous page).
+    /// The pipeline's jobs, newest first.
     pub async fn jobs(
         &self,
-        state: Option<crate::domain::JobState>,
-        before: Option<i64>,
-        limit: u64,
+        query: &crate::domain::job::JobQuery,
     ) -> Result<Vec<crate::domain::job::Job>, CoreError> {
         self.health.check_file()?;
-        let query = crate::store::JobQuery {
-            state,
-            before_id: before,
-            limit,
-        };
-        Ok(self.store.jobs(&query).await?)
-    }
-
-    /// The jobs of one report, oldest first.
-    pub async fn jobs_of(
-        &self,
-        report: ReportId,
-    ) -> Result<Vec<crate::domain::job::Job>, CoreError> {
-        self.health.check_file()?;
-        Ok(self.store.jobs_of(report).await?)
+        Ok(self.store.jobs(query).await?)
     }
 
     /// Runs a job that gave up again, from its first attempt (an operator's retry).

@@ -49,3 +49,14 @@ pub enum Attempt {
     /// Give up for good.
     Failed(String),
 }
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobQuery {
+    pub state: Option<JobState>,
+    /// Only the jobs of this report.
+    pub report: Option<ReportId>,
+    /// Only ids below this (pages go newest first).
+    pub before_id: Option<i64>,
+    pub limit: u64,
+}

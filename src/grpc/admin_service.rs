@@ -1,4 +1,4 @@
-//! `readiness.v1.AdminService`: the inbox over gRPC for operators (decode → core → encode).
+//! `readiness.v1.AdminService`: the inbox and the report jobs over gRPC for operators (decode → core → encode).
 //! Only mounted when `grpc_admin_enabled` is set.
 
 use tonic::{Request, Response, Status};
@@ -14,6 +14,7 @@ use super::pb::{
 };
 use super::status::invalid_argument;
 use crate::core::{Core, InboxFilter, Outcome, StoredDelivery};
+use crate::domain::job::JobQuery;
 
 pub struct AdminApi {
     core: Core,
@@ -166,16 +167,32 @@ impl AdminService for AdminApi {
         super::metered("ListJobs", async move {
             let request = request.into_inner();
             let state = job_state_filter(request.state)?;
+            let report = match request.report_id.trim() {
+                "" => None,
+                id => Some(convert::uuid_field("report_id", id)?),
+            };
             let paging = PageRequest {
                 token: &request.page_token,
                 size: request.page_size,
-                filter: format!("state={}", request.state),
+                filter: format!(
+                    "state={};report={}",
+                    request.state,
+                    request.report_id.trim()
+                ),
             };
             let (jobs, next_page_token) = page_token::page(
                 paging,
                 page_token::numeric_key,
                 |job: &crate::domain::job::Job| job.id.to_string(),
-                |before, limit| self.core.jobs(state, before, limit),
+                |before_id, limit| async move {
+                    let query = JobQuery {
+                        state,
+                        report,
+                        before_id,
+                        limit,
+                    };
+                    self.core.jobs(&query).await
+                },
             )
             .await?;
             Ok(Response::new(ListJobsResponse {

@@ -36,15 +36,6 @@ fn job_from_row(row: job::Model) -> Result<Job, StoreError> {
     })
 }
 
-/// Which jobs to list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobQuery {
-    pub state: Option<JobState>,
-    /// Only ids below this (pages go newest first).
-    pub before_id: Option<i64>,
-    pub limit: u64,
-}
-
 /// Jobs of one kind and state, for the pipeline's gauges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobCount {
@@ -201,28 +192,19 @@ impl Store {
     }
 
     /// Jobs, newest first.
-    pub async fn jobs(&self, query: &JobQuery) -> Result<Vec<Job>, StoreError> {
+    pub async fn jobs(&self, query: &crate::domain::job::JobQuery) -> Result<Vec<Job>, StoreError> {
         let mut select = job::Entity::find().order_by_desc(job::Column::Id);
         if let Some(state) = query.state {
             select = select.filter(job::Column::State.eq(state.as_str()));
+        }
+        if let Some(report) = query.report {
+            select = select.filter(job::Column::ReportId.eq(report.to_string()));
         }
         if let Some(before) = query.before_id {
             select = select.filter(job::Column::Id.lt(before));
         }
         select
             .limit(query.limit.max(1))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(job_from_row)
-            .collect()
-    }
-
-    /// The jobs of one report.
-    pub async fn jobs_of(&self, report: ReportId) -> Result<Vec<Job>, StoreError> {
-        job::Entity::find()
-            .filter(job::Column::ReportId.eq(report.to_string()))
-            .order_by_asc(job::Column::Id)
             .all(&self.db)
             .await?
             .into_iter()

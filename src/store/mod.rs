@@ -20,7 +20,7 @@ use sea_orm_migration::MigratorTrait;
 pub use batch::{Batch, Inboxed, Loaded, NewDelivery, Wanted};
 pub use checks::{DatabaseFile, FileChange};
 pub use inbox::Verdict;
-pub use jobs::{JobCount, JobQuery};
+pub use jobs::JobCount;
 pub use migrations::Migrator;
 pub use reads::{ReportKey, ReportQuery, UserQuery};
 

@@ -5,8 +5,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use readiness::argyle::Endpoint;
+use readiness::argyle::fake::{FakeArgyle, FakeConfig, Fault};
 use readiness::domain::signature::{Secret, sign};
 use readiness::grpc::pb::report_service_client::ReportServiceClient;
 use readiness::grpc::pb::stream_report_events_response::Message;
@@ -215,4 +217,117 @@ async fn a_kill_9_under_load_loses_no_acknowledged_delivery_and_streams_resume_w
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
     db.close().await.ok();
     server.kill_9();
+}
+
+/// Signs and posts one delivery to a server process; panics unless it is acknowledged.
+async fn deliver(http: u16, delivery: String) {
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{http}/webhooks/argyle"))
+        .header("content-type", "application/json")
+        .header(
+            "x-argyle-signature",
+            sign(&Secret::new(SECRET), delivery.as_bytes()),
+        )
+        .body(delivery)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_between_argyle_creating_a_report_and_recording_it_asks_argyle_only_once() {
+    // Argyle creates the report, then the answer is slow: the service dies waiting for it.
+    let fake = FakeArgyle::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap();
+    fake.script(
+        Endpoint::CreateReport,
+        [Fault::HoldAfterActing(Duration::from_secs(60))],
+    );
+    let (_database, url) = TestDatabase::create().await;
+    let (http, grpc) = (free_port(), free_port());
+    let start = || {
+        ServeProcess::start(
+            serve_command(http, grpc)
+                .env("READINESS_DATABASE_URL", &url)
+                .env("READINESS_ARGYLE_SECRETS", SECRET)
+                .env("READINESS_ARGYLE_BASE_URL", fake.base_url())
+                .env("READINESS_ARGYLE_API_KEY_ID", "key-id")
+                .env("READINESS_ARGYLE_API_KEY_SECRET", "key-secret")
+                .env("READINESS_REPORTS_AUTO_GENERATE", "voie")
+                .env("READINESS_JOBS_LEASE_SECS", "1")
+                .env("READINESS_JOBS_POLL_MS", "50"),
+        )
+    };
+    let server = start();
+    let (user, account) = (new_id(), new_id());
+    deliver(
+        http,
+        body::connected_at(&user, &account, "2024-01-08T12:00:00Z"),
+    )
+    .await;
+    deliver(
+        http,
+        body::ready(&user, &[(&account, "2024-01-08T13:00:00Z")]),
+    )
+    .await;
+
+    let patience = Instant::now() + Duration::from_secs(30);
+    while fake.reports().is_empty() {
+        assert!(Instant::now() < patience, "Argyle never got the request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill_9();
+    let server = start();
+
+    let mut client = ReportServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .unwrap();
+    let argyle_id = fake.reports()[0]["id"].as_str().unwrap().to_owned();
+    let recorded = loop {
+        let reports = client
+            .list_reports(pb::ListReportsRequest {
+                user_id: user.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .reports;
+        if let [report] = reports.as_slice()
+            && !report.argyle_report_id.is_empty()
+        {
+            break report.clone();
+        }
+        assert!(
+            Instant::now() < patience,
+            "the restarted service never recorded Argyle's report: {reports:?}\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(recorded.argyle_report_id, argyle_id);
+    assert_eq!(fake.reports().len(), 1, "a second report at Argyle");
+    assert_eq!(fake.requests_to(Endpoint::CreateReport).len(), 1);
+    assert!(
+        !fake.requests_to(Endpoint::ListReports).is_empty(),
+        "the retry looked for the lost answer first"
+    );
+
+    // The job's end is on /metrics (the gauges follow the jobs table).
+    let done = r#"readiness_report_jobs{kind="request_report",state="done"} 1"#;
+    loop {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.lines().any(|line| line == done) {
+            break;
+        }
+        assert!(Instant::now() < patience, "no {done} in {metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -13,6 +13,7 @@ use readiness::domain::signature::Secret;
 use readiness::grpc::pb::{self, ReportStatus};
 use tonic::Code;
 
+use crate::helpers::process;
 use crate::helpers::{SECRET, TestApp, body, new_id};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -621,5 +622,99 @@ async fn a_job_waiting_for_argyle_survives_a_restart() {
         !reports_of(&app, &user).await[0].argyle_report_id.is_empty()
     })
     .await;
+    app.stop().await;
+}
+
+/// Runs `readiness reports <args>` against `app`; its stdout as JSON values (one per line, or
+/// one indented document).
+async fn reports_command(app: &TestApp, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut command = process::readiness();
+    command
+        .args(["reports", "--grpc-url", &format!("http://{}", app.grpc)])
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || process::run(&mut command, PATIENCE))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "readiness reports {args:?}: {}{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_operator_requests_shows_retries_and_lists_reports_from_the_command_line() {
+    let fake = fake().await;
+    // Argyle fails until the job gives up.
+    fake.script(Endpoint::CreateReport, (0..2).map(|_| Fault::status(503)));
+    let app = TestApp::spawn_with(|settings| {
+        pipeline(&fake, &[])(settings);
+        settings.jobs_max_attempts = 2;
+        settings.argyle_call_attempts = 1;
+        settings.grpc_admin_enabled = true;
+    })
+    .await;
+    let (user, account) = (new_id(), new_id());
+    make_ready(
+        &app,
+        &user,
+        &account,
+        "2024-01-08T12:00:00Z",
+        "2024-01-08T13:00:00Z",
+    )
+    .await;
+
+    let requested = reports_command(
+        &app,
+        &[
+            "request",
+            "--user",
+            &user,
+            "--type",
+            "voie",
+            "--metadata",
+            r#"{"loan": "L-1"}"#,
+            "--request-id",
+            "loan-L-1",
+        ],
+    )
+    .await;
+    let report = &requested[0]["report"];
+    assert_eq!(report["status"], "REPORT_STATUS_REQUESTED");
+    assert_eq!(report["origin"], "REPORT_ORIGIN_REQUESTED");
+    assert_eq!(report["requestId"], "loan-L-1", "{report}");
+    let id = report["id"].as_str().unwrap().to_owned();
+
+    eventually("the job gives up after two attempts", || async {
+        reports_command(&app, &["show", &id]).await[0]["jobs"][0]["state"] == "JOB_STATE_FAILED"
+    })
+    .await;
+    let shown = reports_command(&app, &["show", &id]).await.remove(0);
+    let job = &shown["jobs"][0];
+    assert!(job["lastError"].as_str().unwrap().contains("503"), "{job}");
+    assert!(at_argyle(&fake, &user).is_empty());
+
+    let retried = reports_command(&app, &["retry", job["id"].as_str().unwrap()]).await;
+    assert_eq!(retried[0]["job"]["state"], "JOB_STATE_PENDING");
+    eventually("the retried job asks Argyle once", || async {
+        at_argyle(&fake, &user).len() == 1
+    })
+    .await;
+    let at_argyle = at_argyle(&fake, &user).remove(0);
+    assert_eq!(at_argyle["metadata"]["loan"], "L-1");
+    assert_eq!(at_argyle["metadata"]["readiness_request"], id);
+
+    eventually("the list shows Argyle's id", || async {
+        let listed = reports_command(&app, &["list", "--user", &user]).await;
+        listed.len() == 1 && listed[0]["argyleReportId"] == at_argyle["id"]
+    })
+    .await;
+    let generating = reports_command(&app, &["list", "--status", "failed", "--user", &user]).await;
+    assert!(generating.is_empty(), "{generating:?}");
     app.stop().await;
 }

@@ -155,6 +155,15 @@ impl MigrationTrait for Migration {
                     .col(Jobs::NextAttemptAt)
                     .to_owned(),
             )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("jobs_report_id")
+                    .table(Jobs::Table)
+                    .col(Jobs::ReportId)
+                    .to_owned(),
+            )
             .await
     }
 
