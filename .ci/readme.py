@@ -8,10 +8,15 @@ block:
   <!-- readme: serve -->     the block starts the service; it runs in the background until the
                               end, on the default ports (which must be free), from the repository
                               root, and must answer /readyz
+  <!-- readme: background --> the block starts a helper (a second service, a fake of Argyle's
+                              API) that runs in the background until the end; it must not exit
+                              before then (the blocks after it wait for it themselves)
   <!-- readme: run -->       the block runs with bash from the repository root and must exit 0
   <!-- readme: stream N -->  the block runs for N seconds and is then interrupted (a stream)
   <!-- readme: output -->    the block is what the previous run/stream block printed; compared
                               line by line after masking what differs from run to run (times)
+  <!-- readme: output (ids vary) -->
+                              the same, with UUIDs masked too (ids made from times or at random)
 
 Files the example creates in the repository root are removed afterwards; an existing
 `readiness.db` is set aside for the run and put back. Exit status 0 when everything matched.
@@ -28,11 +33,14 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MARK = re.compile(r"^\s*<!-- readme: (serve|run|stream \d+|output) -->\s*$")
+MARK = re.compile(
+    r"^\s*<!-- readme: (serve|background|run|stream \d+|output(?: \(ids vary\))?) -->\s*$")
 FENCE = re.compile(r"^(\s*)```")
 # RFC 3339 times as grpcurl and the service print them.
 TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
-PORTS = [("HTTP", 8080), ("gRPC", 50051)]
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+PORTS = [("HTTP", 8080), ("gRPC", 50051), ("the report pipeline example's HTTP", 8081),
+         ("the report pipeline example's gRPC", 50052), ("the fake Argyle API", 8090)]
 DB_FILES = ["readiness.db", "readiness.db-wal", "readiness.db-shm"]
 
 
@@ -61,8 +69,9 @@ def blocks(text):
     return found
 
 
-def mask(text):
-    return [TIME.sub("<time>", line.rstrip()) for line in text.strip("\n").splitlines()]
+def mask(text, ids=False):
+    lines = [TIME.sub("<time>", line.rstrip()) for line in text.strip("\n").splitlines()]
+    return [UUID.sub("<uuid>", line) for line in lines] if ids else lines
 
 
 def port_free(port):
@@ -130,7 +139,7 @@ def main():
     log = tempfile.NamedTemporaryFile(prefix="readme-serve-", suffix=".log", delete=False)
     server = subprocess.Popen(["bash", "-c", steps[0][1]], cwd=ROOT, stdout=log, stderr=log,
                               start_new_session=True)
-    failures, last = [], None
+    failures, last, helpers = [], None, []
     try:
         print(f"$ {steps[0][1].strip()}   (README line {steps[0][2]}, in the background)")
         if not wait_ready(server, 900):
@@ -138,15 +147,25 @@ def main():
             sys.exit("the service from the README's first command did not become ready:\n"
                      + open(log.name).read()[-4000:])
         for kind, code, line in steps[1:]:
-            if kind == "output":
+            if kind.startswith("output"):
                 if last is None:
                     failures.append(f"README line {line}: an output block with no command before it")
                     continue
-                expected, actual = mask(code), mask(last)
+                ids = kind != "output"
+                expected, actual = mask(code, ids), mask(last, ids)
                 if expected != actual:
                     failures.append(
                         f"README line {line}: the output differs (times masked)\n"
                         + "--- README\n" + "\n".join(expected) + "\n+++ actual\n" + "\n".join(actual))
+                last = None
+                continue
+            if kind == "background":
+                print(f"$ {code.strip()}   (README line {line}, in the background)")
+                helper_log = tempfile.NamedTemporaryFile(
+                    prefix="readme-helper-", suffix=".log", delete=False)
+                helper = subprocess.Popen(["bash", "-c", code], cwd=ROOT, stdout=helper_log,
+                                          stderr=helper_log, start_new_session=True)
+                helpers.append((helper, helper_log.name, line))
                 last = None
                 continue
             seconds = int(kind.split()[1]) if kind.startswith("stream") else None
@@ -157,6 +176,17 @@ def main():
                 failures.append(f"README line {line}: exited {status}\n{err[-2000:]}")
             last = out
     finally:
+        for helper, helper_log, line in helpers:
+            if helper.poll() is not None:
+                failures.append(f"README line {line}: the background block exited "
+                                f"{helper.returncode} early; log: {helper_log}")
+                continue
+            os.killpg(helper.pid, signal.SIGINT)
+            try:
+                helper.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(helper.pid, signal.SIGKILL)
+                helper.wait()
         os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=30)
@@ -174,7 +204,8 @@ def main():
     if failures:
         print("\n\n".join(failures), file=sys.stderr)
         sys.exit(1)
-    print(f"the README's commands ran as written; {sum(k == 'output' for k, _, _ in steps)} outputs matched")
+    outputs = sum(k.startswith("output") for k, _, _ in steps)
+    print(f"the README's commands ran as written; {outputs} outputs matched")
 
 
 if __name__ == "__main__":

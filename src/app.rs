@@ -174,6 +174,7 @@ impl App {
                 Some(result) => result,
                 None => (&mut grpc).await,
             };
+            self.core.workers_stopped().await;
             outcome("HTTP", http_result).and(outcome("gRPC", grpc_result))
         })
         .await;

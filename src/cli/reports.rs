@@ -90,6 +90,21 @@ pub enum ReportsAction {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Write a generated report's document (GetReportDocument), fetched from Argyle by the
+    /// service, to standard output or a file.
+    Document {
+        /// Our report id, or Argyle's with `--argyle`.
+        id: String,
+        /// `id` is Argyle's report id.
+        #[arg(long)]
+        argyle: bool,
+        /// The document: `pdf` (`file_url`) or `json` (`json_url`).
+        #[arg(long, default_value = "pdf", value_parser = ["pdf", "json"])]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Run a job that gave up (FAILED) again from its first attempt (AdminService.RetryJob).
     Retry {
         /// The job's id (from `show` or AdminService.ListJobs).
@@ -207,6 +222,12 @@ impl Client {
                 self.json
                     .print_pretty("RequestReportResponse", &answer.into_inner())
             }
+            ReportsAction::Document {
+                id,
+                argyle,
+                format,
+                output,
+            } => self.document(id, argyle, &format, output).await,
             ReportsAction::Retry { job } => {
                 let answer = self
                     .admin()
@@ -304,6 +325,59 @@ impl Client {
             Err(status) => return Err(rpc_error("ListJobs")(status)),
         }
         println!("{}", serde_json::to_string_pretty(&shown)?);
+        Ok(())
+    }
+
+    async fn document(
+        &self,
+        id: String,
+        argyle: bool,
+        format: &str,
+        output: Option<PathBuf>,
+    ) -> anyhow::Result<()> {
+        use pb::get_report_document_request::Report as Which;
+        use std::io::Write;
+        let request = pb::GetReportDocumentRequest {
+            report: Some(if argyle {
+                Which::ArgyleReportId(id)
+            } else {
+                Which::Id(id)
+            }),
+            format: match format {
+                "json" => pb::DocumentFormat::Json,
+                _ => pb::DocumentFormat::Pdf,
+            }
+            .into(),
+        };
+        let mut chunks = self
+            .reports()
+            .get_report_document(self.request(request))
+            .await
+            .map_err(rpc_error("GetReportDocument"))?
+            .into_inner();
+        let mut sink: Box<dyn Write> = match &output {
+            Some(path) => Box::new(std::io::BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            )),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        let mut bytes = 0;
+        while let Some(message) = chunks
+            .message()
+            .await
+            .map_err(rpc_error("GetReportDocument"))?
+        {
+            if !message.content_type.is_empty() {
+                eprintln!("content type: {}", message.content_type);
+            }
+            sink.write_all(&message.chunk)?;
+            bytes += message.chunk.len();
+        }
+        sink.flush()?;
+        if let Some(path) = output {
+            eprintln!("{bytes} bytes written to {}", path.display());
+        }
         Ok(())
     }
 }

@@ -36,7 +36,7 @@ impl Core {
             return;
         };
         let core = self.clone();
-        tokio::spawn(async move {
+        let worker = tokio::spawn(async move {
             let mut gauges_at: Option<tokio::time::Instant> = None;
             loop {
                 if core.log.stopped() {
@@ -61,6 +61,23 @@ impl Core {
                 }
             }
         });
+        *self
+            .worker
+            .lock()
+            .expect("the worker slot is never poisoned") = Some(worker);
+    }
+
+    /// Completes when this process's worker has stopped (after [`Core::shutdown`]): its current
+    /// attempt recorded, or abandoned and its job released.
+    pub async fn workers_stopped(&self) {
+        let worker = self
+            .worker
+            .lock()
+            .expect("the worker slot is never poisoned")
+            .take();
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
     }
 
     /// Claims and runs the job due first; false when none is due.
@@ -74,9 +91,20 @@ impl Core {
             return Ok(false);
         };
         let span = tracing::info_span!("report_job", job.id = job.id, job.kind = %job.kind, job.attempt = job.attempts);
-        let outcome = tracing::Instrument::instrument(self.attempt(argyle, &job), span).await;
-        self.record(&job, outcome).await?;
-        Ok(true)
+        let attempt = tracing::Instrument::instrument(self.attempt(argyle, &job), span);
+        tokio::select! {
+            outcome = attempt => {
+                self.record(&job, outcome).await?;
+                Ok(true)
+            }
+            // Shutdown abandons the call (its outcome unknown) and gives the job back at once
+            // rather than leaving it to its lease.
+            _ = self.log.stopping() => {
+                tracing::info!(job = job.id, "job attempt abandoned at shutdown; released");
+                self.store.release_job(job.id, time::now()).await?;
+                Ok(false)
+            }
+        }
     }
 
     /// One attempt of `job`: what Argyle said, as the report's new state, and what becomes of the
@@ -94,7 +122,9 @@ impl Core {
 
     async fn request_at_argyle(&self, argyle: &ArgyleClient, job: &Job, report: Report) -> Outcome {
         let marker = report.id.to_string();
-        if job.attempts > 1 {
+        // After a first try (this job's, or one before an operator's retry) the report may be
+        // at Argyle already.
+        if job.attempts > 1 || job.last_error.is_some() {
             // An earlier attempt may have reached Argyle without its answer reaching us.
             match self.find_request(argyle, &report, &marker).await {
                 Ok(Some(found)) => return Outcome::learnt(found, "adopted"),

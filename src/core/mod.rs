@@ -103,6 +103,8 @@ pub struct Core {
     committer: commit::Committer,
     /// The report pipeline (off without Argyle API credentials).
     pipeline: Arc<reports::Pipeline>,
+    /// This process's pipeline worker, once started.
+    worker: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Core {
@@ -134,6 +136,7 @@ impl Core {
             log,
             committer: commit::Committer::start(batches, committers),
             pipeline,
+            worker: Arc::default(),
         };
         core.start_follower().await?;
         core.start_workers();

@@ -191,6 +191,20 @@ impl Store {
         row.map(job_from_row).transpose()
     }
 
+    /// Gives back a running job whose attempt was abandoned (at shutdown): due again now, its
+    /// attempt counted (the next one looks before acting again).
+    pub async fn release_job(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+        job::Entity::update_many()
+            .filter(job::Column::Id.eq(id))
+            .filter(job::Column::State.eq(JobState::Running.as_str()))
+            .col_expr(job::Column::State, JobState::Pending.as_str().into())
+            .col_expr(job::Column::NextAttemptAt, now.into())
+            .col_expr(job::Column::UpdatedAt, now.into())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// Jobs, newest first.
     pub async fn jobs(&self, query: &crate::domain::job::JobQuery) -> Result<Vec<Job>, StoreError> {
         let mut select = job::Entity::find().order_by_desc(job::Column::Id);

@@ -147,12 +147,18 @@ impl TestApp {
     }
 
     /// Stops the service and starts it again on the same database and settings.
-    pub async fn restart(mut self) -> Self {
-        let (database, settings) = (self.database.clone(), self.settings.clone());
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops the service and starts it again on the same database, with its settings adjusted.
+    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut Settings)) -> Self {
+        let (database, mut settings) = (self.database.clone(), self.settings.clone());
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             server.await.unwrap().unwrap();
         }
+        adjust(&mut settings);
         let url = settings.database_url.clone();
         Self::start(database, url, |s| *s = settings).await
     }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use readiness::argyle::Endpoint;
 use readiness::argyle::fake::{FakeArgyle, FakeConfig, Fault, WebhookTarget};
 use readiness::config::Settings;
+use readiness::domain::JobState;
+use readiness::domain::job::JobQuery;
 use readiness::domain::signature::Secret;
 use readiness::grpc::pb::{self, ReportStatus};
 use tonic::Code;
@@ -587,7 +589,7 @@ async fn an_announcement_without_a_report_id_is_matched_by_type_and_a_404_stops_
 }
 
 #[tokio::test]
-async fn a_job_waiting_for_argyle_survives_a_restart() {
+async fn a_job_waiting_for_argyle_survives_a_restart_and_waits_while_credentials_are_removed() {
     let fake = fake().await;
     // Argyle fails for a while.
     fake.script(Endpoint::CreateReport, (0..3).map(|_| Fault::status(503)));
@@ -610,7 +612,28 @@ async fn a_job_waiting_for_argyle_survives_a_restart() {
     })
     .await;
 
-    let app = app.restart().await;
+    // Without credentials the pipeline is off: the job waits in the table, Argyle hears nothing.
+    let app = app
+        .restart_with(|settings| {
+            settings.argyle_api_key_id = None;
+            settings.argyle_api_key_secret = None;
+        })
+        .await;
+    let calls = fake.requests().len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(fake.requests().len(), calls, "no call without credentials");
+    let jobs = app
+        .core
+        .jobs(&JobQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, JobState::Pending, "{jobs:?}");
+
+    let app = app.restart_with(pipeline(&fake, &["voie"])).await;
 
     eventually("the job completes after the restart", || async {
         at_argyle(&fake, &user).len() == 1
@@ -708,6 +731,10 @@ async fn an_operator_requests_shows_retries_and_lists_reports_from_the_command_l
     let at_argyle = at_argyle(&fake, &user).remove(0);
     assert_eq!(at_argyle["metadata"]["loan"], "L-1");
     assert_eq!(at_argyle["metadata"]["readiness_request"], id);
+    assert!(
+        !fake.requests_to(Endpoint::ListReports).is_empty(),
+        "the retry looked for an earlier request (a 503 may have created it) before posting"
+    );
 
     eventually("the list shows Argyle's id", || async {
         let listed = reports_command(&app, &["list", "--user", &user]).await;
