@@ -23,6 +23,7 @@ mod k8s_manifests;
 mod metrics_scrape;
 mod operations;
 mod process;
+mod prometheus;
 mod readiness_scenarios;
 mod reflection;
 mod refused_writes;
