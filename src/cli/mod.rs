@@ -5,6 +5,7 @@
 
 mod argyle;
 mod inbox;
+pub mod progress;
 mod serve;
 pub mod simulate;
 mod tools;
