@@ -1,9 +1,11 @@
 //! Prometheus metrics: one process-wide recorder (the `metrics` facade with the Prometheus
 //! exporter), rendered by `GET /metrics`. Names are constants here so that call sites, tests and
-//! dashboards agree.
+//! dashboards agree; [`DESCRIPTIONS`] gives each its type, unit and help text, and the standard
+//! `process_*` metrics are read from the operating system at each scrape ([`collect_process`]).
 
 use std::sync::OnceLock;
 
+use metrics::{KeyName, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Webhooks received, by `event` (or `-` before parsing) and `outcome`.
@@ -43,8 +45,175 @@ pub const JOBS: &str = "readiness_report_jobs";
 /// Age of the oldest pending report pipeline job, in seconds (0 when none).
 pub const OLDEST_PENDING_JOB_SECONDS: &str = "readiness_report_job_oldest_pending_seconds";
 
-/// Deliveries stored per group-commit transaction.
-pub const INGEST_BATCH_SIZE: &str = "readiness_ingest_batch_size";
+/// Deliveries stored per group-commit transaction (a count of deliveries, not bytes).
+pub const INGEST_BATCH_SIZE: &str = "readiness_ingest_batch_deliveries";
+
+/// A metric's Prometheus type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// What `/metrics` says about one metric: its `# TYPE`, unit and `# HELP` text.
+#[derive(Debug, Clone, Copy)]
+pub struct Description {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The unit the name ends with (`_seconds`), or `None` for a count of things.
+    pub unit: Option<Unit>,
+    /// Labels the metric carries; one without labels is exported as 0 from start-up, so that
+    /// `rate()` and `increase()` see its first increment.
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn describe(
+    name: &'static str,
+    kind: Kind,
+    unit: Option<Unit>,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Description {
+    Description {
+        name,
+        kind,
+        unit,
+        labels,
+        help,
+    }
+}
+
+/// Every metric this service records (the `process_*` ones are described by their collector).
+pub const DESCRIPTIONS: &[Description] = &[
+    describe(
+        WEBHOOKS_RECEIVED,
+        Kind::Counter,
+        None,
+        &["event", "outcome"],
+        "Webhook deliveries answered, by event name (- before parsing) and outcome (applied, ignored, duplicate, or the error code of the answer such as invalid_signature).",
+    ),
+    describe(
+        SIGNATURE_FAILURES,
+        Kind::Counter,
+        None,
+        &["reason"],
+        "Webhook deliveries refused for their signature, by reason (missing, not_hex, wrong_length, mismatch, duplicated, no_secrets).",
+    ),
+    describe(
+        APPLY_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        &[],
+        "Seconds from a verified webhook body to its committed transaction.",
+    ),
+    describe(
+        DUPLICATES,
+        Kind::Counter,
+        None,
+        &[],
+        "Webhook deliveries whose body was stored before (acknowledged, not applied again).",
+    ),
+    describe(
+        QUARANTINED,
+        Kind::Counter,
+        None,
+        &[],
+        "Signed webhook deliveries stored as rejected: kept for inspection and replay, not applied.",
+    ),
+    describe(
+        USERS,
+        Kind::Gauge,
+        None,
+        &["state"],
+        "Users by readiness state, kept current from the event log (no database query per scrape).",
+    ),
+    describe(
+        STREAMS_OPEN,
+        Kind::Gauge,
+        None,
+        &[],
+        "Event streams (WatchReadiness, StreamReportEvents) open on this replica.",
+    ),
+    describe(
+        EVENTS_STREAMED,
+        Kind::Counter,
+        None,
+        &[],
+        "Events sent to stream subscribers.",
+    ),
+    describe(
+        STREAM_LAG_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        &[],
+        "Seconds from an event's commit to its delivery to a live stream subscriber.",
+    ),
+    describe(
+        STREAM_FALLBACKS,
+        Kind::Counter,
+        None,
+        &[],
+        "Times a stream subscriber fell behind the live broadcast and went back to reading the database.",
+    ),
+    describe(
+        DATABASE_ERRORS,
+        Kind::Counter,
+        None,
+        &[],
+        "Database operations that failed because the database was unreachable, timed out or refused.",
+    ),
+    describe(
+        GRPC_REQUESTS,
+        Kind::Counter,
+        None,
+        &["method", "code"],
+        "gRPC requests answered, by method and status code.",
+    ),
+    describe(
+        GRPC_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        &["method"],
+        "Seconds to answer a gRPC request (to the first message for streams), by method.",
+    ),
+    describe(
+        ARGYLE_CALLS,
+        Kind::Counter,
+        None,
+        &["endpoint", "status"],
+        "Requests sent to Argyle's API (each attempt), by endpoint and HTTP status (error when none came back).",
+    ),
+    describe(
+        ARGYLE_CALL_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        &["endpoint"],
+        "Seconds from sending a request to Argyle's API to its answer's headers, by endpoint.",
+    ),
+    describe(
+        JOBS,
+        Kind::Gauge,
+        None,
+        &["kind", "state"],
+        "Report pipeline jobs by kind (request_report, fetch_report) and state (pending, running, done, failed), refreshed every few seconds by each replica's worker.",
+    ),
+    describe(
+        OLDEST_PENDING_JOB_SECONDS,
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        &[],
+        "Age of the oldest pending report pipeline job (0 when none): jobs waiting for Argyle or for a worker.",
+    ),
+    describe(
+        INGEST_BATCH_SIZE,
+        Kind::Histogram,
+        None,
+        &[],
+        "Webhook deliveries stored per group-commit transaction.",
+    ),
+];
 
 /// Batch-size buckets: 1 to 256 deliveries.
 const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
@@ -65,8 +234,92 @@ pub fn handle() -> &'static PrometheusHandle {
             .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
-        // Another recorder may already be installed (a library user's); then ours stays local.
+        // Another recorder may already be installed (a library user's); then ours stays local
+        // and the descriptions below go to that one.
         let _ = metrics::set_global_recorder(recorder);
+        describe_all();
         handle
     })
+}
+
+/// Gives every metric its help text and unit, and starts the unlabelled counters and gauges at
+/// zero.
+fn describe_all() {
+    metrics::with_recorder(|recorder| {
+        for metric in DESCRIPTIONS {
+            let (name, help) = (
+                KeyName::from_const_str(metric.name),
+                SharedString::const_str(metric.help),
+            );
+            match metric.kind {
+                Kind::Counter => recorder.describe_counter(name, metric.unit, help),
+                Kind::Gauge => recorder.describe_gauge(name, metric.unit, help),
+                Kind::Histogram => recorder.describe_histogram(name, metric.unit, help),
+            }
+        }
+    });
+    for metric in DESCRIPTIONS
+        .iter()
+        .filter(|metric| metric.labels.is_empty())
+    {
+        match metric.kind {
+            Kind::Counter => metrics::counter!(metric.name).increment(0),
+            Kind::Gauge => metrics::gauge!(metric.name).increment(0.0),
+            Kind::Histogram => {}
+        }
+    }
+    process_collector().describe();
+}
+
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Updates the standard `process_*` metrics (CPU seconds, resident and virtual memory, open and
+/// maximum descriptors, start time, threads) from the operating system (`/proc` on Linux: a few
+/// small reads, no database work). Called by each scrape.
+pub fn collect_process() {
+    process_collector().collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_name_follows_the_prometheus_conventions() {
+        let mut names = std::collections::BTreeSet::new();
+        for metric in DESCRIPTIONS {
+            let name = metric.name;
+            assert!(names.insert(name), "{name} is described twice");
+            assert!(
+                name.starts_with("readiness_"),
+                "{name}: no readiness_ prefix"
+            );
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}: not snake_case"
+            );
+            assert_eq!(
+                name.ends_with("_total"),
+                metric.kind == Kind::Counter,
+                "{name}: counters, and only counters, end in _total"
+            );
+            let base = name.trim_end_matches("_total");
+            match metric.unit {
+                Some(Unit::Seconds) => assert!(base.ends_with("_seconds"), "{name}: no _seconds"),
+                Some(Unit::Bytes) => assert!(base.ends_with("_bytes"), "{name}: no _bytes"),
+                Some(other) => panic!("{name}: use a base unit, not {other:?}"),
+                None => assert!(
+                    !["_seconds", "_bytes", "_size"]
+                        .iter()
+                        .any(|unit| base.ends_with(unit)),
+                    "{name}: a unit in the name but none described"
+                ),
+            }
+            assert!(!metric.help.is_empty(), "{name}: no help text");
+        }
+    }
 }

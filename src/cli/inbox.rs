@@ -1,12 +1,13 @@
 //! `readiness inbox ...`: operator commands over the stored deliveries, talking to the database
-//! directly with the same settings as `serve`. Output is JSON, one object per line.
+//! directly with the same settings as `serve`. Output is JSON, one object per line; `replay
+//! --failed` and `prune` also draw a progress bar on standard error when it is a terminal.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use crate::cli::{InboxAction, InboxArgs};
+use crate::cli::{InboxAction, InboxArgs, progress};
 use crate::config::Settings;
 use crate::core::{Core, InboxFilter, IngestOptions, Outcome, PipelineOptions, StreamOptions};
 use crate::store::{self, StoreOptions};
@@ -78,16 +79,28 @@ async fn act(core: &Core, action: InboxAction) -> anyhow::Result<()> {
             print_replay(&summary, &outcome)?;
         }
         InboxAction::Replay { id: None, .. } => {
-            for (summary, outcome) in core.inbox_replay_rejected().await? {
-                print_replay(&summary, &outcome)?;
+            let ids = core.inbox_rejected_ids().await?;
+            let bar = progress::bar(ids.len() as u64, "replaying failed deliveries");
+            for id in ids {
+                let (summary, outcome) = core.inbox_replay(id).await?;
+                bar.suspend(|| print_replay(&summary, &outcome))?;
+                bar.inc(1);
             }
+            bar.finish();
         }
         InboxAction::Prune { older_than } => {
             let age = humantime::parse_duration(&older_than).with_context(|| {
                 format!("--older-than {older_than:?}: expected a duration such as 30d")
             })?;
             let cutoff = Utc::now() - chrono::Duration::from_std(age)?;
-            let deleted = core.inbox_prune(cutoff).await?;
+            let bar = progress::bar(0, "pruning deliveries");
+            let deleted = core
+                .inbox_prune(cutoff, |deleted, total| {
+                    bar.set_length(total.max(deleted));
+                    bar.set_position(deleted);
+                })
+                .await?;
+            bar.finish();
             println!(
                 "{}",
                 serde_json::json!({ "deleted": deleted, "received_before": cutoff })

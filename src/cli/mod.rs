@@ -1,10 +1,12 @@
 //! The `readiness` command line: the clap definitions of every command, and [`run`], which
 //! carries one out. `serve` runs the service ([`serve`]); the operator commands talk to the
-//! database (`inbox`), to Argyle (`argyle`) or to a running service (`simulate`,
-//! `healthcheck`); `sign`, `hash-token` and `config` are small tools ([`tools`]).
+//! database (`inbox`), to Argyle (`argyle`) or to a running service (`simulate`, `reports`,
+//! `healthcheck`); `sign`, `hash-token` and `config` are small tools ([`tools`]). The long ones
+//! show a progress bar on a terminal ([`progress`]).
 
 mod argyle;
 mod inbox;
+pub mod progress;
 pub mod reports;
 mod serve;
 pub mod simulate;

@@ -1,7 +1,8 @@
 //! `readiness simulate`: a load generator that plays realistic, signed Argyle traffic (users with
 //! 1-3 accounts going through added → connected/failed → updated → reports.ready →
 //! reports.generated, with duplicates and reordering) and reports throughput and latency
-//! percentiles of the acknowledgements. Used by the benchmarks in `bench/`.
+//! percentiles of the acknowledgements (one JSON object on standard output; a progress bar on
+//! standard error when it is a terminal). Used by the benchmarks in `bench/`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::cli::SimulateArgs;
+use crate::cli::{SimulateArgs, progress};
 use crate::domain::signature::{Secret, sign};
 
 /// The deliveries of one simulated user, in a plausible order.
@@ -103,10 +104,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         let url = format!("{}/webhooks/argyle", args.target.trim_end_matches('/'));
         let queue = Arc::new(Mutex::new(signed.into_iter().enumerate()));
         let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+        let bar = progress::bar(total as u64, "sending deliveries");
         let started = Instant::now();
         let senders: Vec<_> = (0..args.concurrency.max(1))
             .map(|_| {
                 let (client, url, queue) = (client.clone(), url.clone(), queue.clone());
+                let bar = bar.clone();
                 tokio::spawn(async move {
                     let mut latencies = Vec::new();
                     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
@@ -145,6 +148,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                             ),
                         };
                         *statuses.entry(status).or_default() += 1;
+                        bar.inc(1);
                     }
                     (latencies, statuses)
                 })
@@ -160,6 +164,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             }
         }
         let elapsed = started.elapsed();
+        bar.finish();
         latencies.sort();
         let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
         let summary = json!({

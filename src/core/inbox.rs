@@ -91,10 +91,16 @@ impl Core {
         Ok((summary, outcome))
     }
 
+    /// Ids of the `rejected` deliveries, oldest first: what [`Core::inbox_replay_rejected`]
+    /// replays (a caller replaying them one by one can report progress).
+    pub async fn inbox_rejected_ids(&self) -> Result<Vec<i64>, CoreError> {
+        self.health.check_file()?;
+        Ok(self.store.delivery_ids(DeliveryStatus::Rejected).await?)
+    }
+
     /// Replays every `rejected` delivery, oldest first; returns each result.
     pub async fn inbox_replay_rejected(&self) -> Result<Vec<(StoredDelivery, Outcome)>, CoreError> {
-        self.health.check_file()?;
-        let ids = self.store.delivery_ids(DeliveryStatus::Rejected).await?;
+        let ids = self.inbox_rejected_ids().await?;
         let mut results = Vec::with_capacity(ids.len());
         for id in ids {
             results.push(self.inbox_replay(id).await?);
@@ -102,11 +108,33 @@ impl Core {
         Ok(results)
     }
 
-    /// Deletes raw deliveries received before `cutoff`. The event log and the state derived from
-    /// the deliveries are kept; only the raw bodies go. Returns how many were deleted.
-    pub async fn inbox_prune(&self, cutoff: DateTime<Utc>) -> Result<u64, CoreError> {
+    /// Deletes raw deliveries received before `cutoff`, oldest first, `PRUNE_BATCH` per
+    /// transaction (so writers wait for one batch at most). Calls `progress(deleted, total)`
+    /// before the first batch and after each; `total` is how many there were at the start. The
+    /// event log and the state derived from the deliveries are kept; only the raw bodies go.
+    /// Returns how many were deleted; after an error, the batches before it stay deleted.
+    pub async fn inbox_prune(
+        &self,
+        cutoff: DateTime<Utc>,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, CoreError> {
         self.health.check_file()?;
-        let _writer = super::hold(&self.write_lock).await;
-        Ok(self.store.prune_deliveries(cutoff).await?)
+        let total = self.store.deliveries_before(cutoff).await?;
+        let mut deleted = 0;
+        progress(deleted, total);
+        loop {
+            let batch = {
+                let _writer = super::hold(&self.write_lock).await;
+                self.store.prune_deliveries(cutoff, PRUNE_BATCH).await?
+            };
+            if batch == 0 {
+                return Ok(deleted);
+            }
+            deleted += batch;
+            progress(deleted, total);
+        }
     }
 }
+
+/// Raw deliveries deleted per transaction by [`Core::inbox_prune`].
+const PRUNE_BATCH: u64 = 1000;

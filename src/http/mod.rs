@@ -123,7 +123,7 @@ async fn healthz() -> &'static str {
 }
 
 /// Prometheus text exposition. Nothing here touches the database: the user counts are kept
-/// current by the event-log follower.
+/// current by the event-log follower, and the `process_*` metrics come from `/proc`.
 async fn metrics_text(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -136,6 +136,7 @@ async fn metrics_text(
     for (readiness, count) in state.core.users_by_state() {
         metrics::gauge!(crate::metrics::USERS, "state" => readiness.as_str()).set(count as f64);
     }
+    crate::metrics::collect_process();
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

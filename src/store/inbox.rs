@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 
 use super::entities::delivery;
@@ -75,10 +75,30 @@ impl Store {
             .await?)
     }
 
-    /// Deletes the raw deliveries received before `cutoff`; returns how many.
-    pub async fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let deleted = delivery::Entity::delete_many()
+    /// How many raw deliveries were received before `cutoff`.
+    pub async fn deliveries_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(delivery::Entity::find()
             .filter(delivery::Column::ReceivedAt.lt(cutoff))
+            .count(&self.db)
+            .await?)
+    }
+
+    /// Deletes the oldest `limit` raw deliveries received before `cutoff`, in one statement;
+    /// returns how many (0 when none are left).
+    pub async fn prune_deliveries(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
+        let oldest = delivery::Entity::find()
+            .select_only()
+            .column(delivery::Column::Id)
+            .filter(delivery::Column::ReceivedAt.lt(cutoff))
+            .order_by_asc(delivery::Column::Id)
+            .limit(limit)
+            .into_query();
+        let deleted = delivery::Entity::delete_many()
+            .filter(delivery::Column::Id.in_subquery(oldest))
             .exec(&self.db)
             .await?;
         Ok(deleted.rows_affected)

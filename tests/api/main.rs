@@ -23,6 +23,8 @@ mod k8s_manifests;
 mod metrics_scrape;
 mod operations;
 mod process;
+mod progress;
+mod prometheus;
 mod readiness_scenarios;
 mod reflection;
 mod refused_writes;

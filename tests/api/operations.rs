@@ -92,7 +92,7 @@ async fn metrics_expose_the_named_series_after_real_traffic() {
         ),
         ("readiness_webhook_apply_seconds_count", vec![]),
         ("readiness_webhook_duplicates_total", vec![]),
-        ("readiness_ingest_batch_size_count", vec![]),
+        ("readiness_ingest_batch_deliveries_count", vec![]),
         ("readiness_deliveries_quarantined_total", vec![]),
         ("readiness_users", vec!["state=\"ready\""]),
         ("readiness_streams_open", vec![]),
@@ -114,7 +114,7 @@ async fn metrics_expose_the_named_series_after_real_traffic() {
         );
     }
     assert!(text.contains("# TYPE readiness_webhook_apply_seconds histogram"));
-    assert!(text.contains("# TYPE readiness_ingest_batch_size histogram"));
+    assert!(text.contains("# TYPE readiness_ingest_batch_deliveries histogram"));
     app.stop().await;
 }
 

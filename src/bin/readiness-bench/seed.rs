@@ -1,11 +1,13 @@
 //! Seeding a store directly (through the service's own migrations and entities), far faster than
 //! through webhooks: users `from..to` with 1-3 accounts each (2.5 on average), their state derived
-//! by the service's own rules, and optionally report events appended to the log.
+//! by the service's own rules, and optionally report events appended to the log. Progress goes
+//! to standard error when it is a terminal.
 
 use std::time::Instant;
 
 use chrono::{DateTime, TimeZone, Utc};
 use clap::Args;
+use readiness::cli::progress;
 use readiness::domain::account::{AccountFacts, ErrorInfo, Observation};
 use readiness::domain::events::DomainEvent;
 use readiness::domain::readiness::user_readiness;
@@ -108,6 +110,7 @@ fn user_rows(index: u64) -> anyhow::Result<(user::ActiveModel, Vec<account::Acti
 pub async fn run(args: SeedArgs) -> anyhow::Result<Value> {
     let db = crate::open_database(&args.database_url, 2).await?;
     let started = Instant::now();
+    let bar = progress::bar(args.to.saturating_sub(args.from), "seeding users");
     let mut start = args.from;
     while start < args.to {
         let end = (start + CHUNK).min(args.to);
@@ -134,11 +137,17 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<Value> {
             .exec_without_returning(&txn)
             .await?;
         txn.commit().await?;
+        bar.inc(end - start);
         start = end;
     }
+    bar.finish();
     let users_seconds = started.elapsed();
 
     let started = Instant::now();
+    let bar = match args.events {
+        0 => progress::ProgressBar::hidden(),
+        events => progress::bar(events, "appending events"),
+    };
     let mut written = 0;
     while written < args.events {
         let batch = CHUNK.min(args.events - written);
@@ -166,7 +175,9 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<Value> {
             .exec_without_returning(&db)
             .await?;
         written += batch;
+        bar.inc(batch);
     }
+    bar.finish();
     let summary = json!({
         "users_written": args.to.saturating_sub(args.from),
         "users_seconds": crate::stats::secs(users_seconds),
