@@ -66,6 +66,8 @@ impl App {
             poll_interval: config.streams.poll,
             heartbeat_interval: config.streams.heartbeat,
             broadcast_capacity: config.streams.broadcast_capacity,
+            read_cache_users: config.streams.read_cache_users,
+            read_wait_max: config.streams.read_wait_max,
             ..StreamOptions::default()
         };
         let ingest = IngestOptions {

@@ -45,6 +45,10 @@ pub const JOBS: &str = "readiness_report_jobs";
 /// Age of the oldest pending report pipeline job, in seconds (0 when none).
 pub const OLDEST_PENDING_JOB_SECONDS: &str = "readiness_report_job_oldest_pending_seconds";
 
+/// Read model lookups, by `cache` (users, reports, external_ids, argyle_ids) and `result`
+/// (hit, miss).
+pub const READ_CACHE_LOOKUPS: &str = "readiness_read_cache_lookups_total";
+
 /// Deliveries stored per group-commit transaction (a count of deliveries, not bytes).
 pub const INGEST_BATCH_SIZE: &str = "readiness_ingest_batch_deliveries";
 
@@ -205,6 +209,13 @@ pub const DESCRIPTIONS: &[Description] = &[
         Some(Unit::Seconds),
         &[],
         "Age of the oldest pending report pipeline job (0 when none): jobs waiting for Argyle or for a worker.",
+    ),
+    describe(
+        READ_CACHE_LOOKUPS,
+        Kind::Counter,
+        None,
+        &["cache", "result"],
+        "Lookups in this replica's read model, by cache (users, reports, external_ids, argyle_ids) and result (hit, miss; a miss reads the database).",
     ),
     describe(
         INGEST_BATCH_SIZE,

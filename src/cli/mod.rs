@@ -118,6 +118,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_broadcast_capacity: Option<usize>,
+    /// User views kept in memory; 0: off [env: READINESS_READ_CACHE_USERS] [default: 100000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_cache_users: Option<u64>,
+    /// Longest wait for a read's min_cursor, ms [env: READINESS_READ_WAIT_MAX_MS] [default: 2000]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_wait_max_ms: Option<u64>,
     /// Concurrent ingest transactions on PostgreSQL [env: READINESS_INGEST_COMMITTERS] [default: 4]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

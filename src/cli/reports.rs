@@ -293,6 +293,7 @@ impl Client {
             .reports()
             .get_report(self.request(pb::GetReportRequest {
                 report: Some(which),
+                ..Default::default()
             }))
             .await
             .map_err(rpc_error("GetReport"))?

@@ -61,6 +61,12 @@ pub struct Settings {
     /// Events held in memory for live subscribers (shared by all of them); a subscriber further
     /// behind reads from the database instead. Default 4096.
     pub stream_broadcast_capacity: usize,
+    /// User views (and as many reports) each replica keeps in memory, kept exact by the event
+    /// log; 0 turns the read model off (every read goes to the database). Default 100000.
+    pub read_cache_users: u64,
+    /// Milliseconds a read with `min_cursor` waits for this replica to reach it before
+    /// UNAVAILABLE ("replica behind"). Default 2000.
+    pub read_wait_max_ms: u64,
     /// Concurrent ingest transactions on PostgreSQL (SQLite always uses one). Default 4.
     pub ingest_committers: usize,
     /// Most webhook deliveries stored in one group-commit transaction. Default 64.
@@ -195,6 +201,8 @@ impl Default for Settings {
             stream_heartbeat_ms: 15_000,
             stream_poll_ms: 1_000,
             stream_broadcast_capacity: 4096,
+            read_cache_users: 100_000,
+            read_wait_max_ms: 2_000,
             ingest_committers: 4,
             ingest_batch_max: 64,
             grpc_token_sha256: vec![],
@@ -328,6 +336,7 @@ impl Settings {
                 "stream_broadcast_capacity",
                 settings.stream_broadcast_capacity as u64,
             ),
+            ("read_wait_max_ms", settings.read_wait_max_ms),
             ("ingest_committers", settings.ingest_committers as u64),
             ("ingest_batch_max", settings.ingest_batch_max as u64),
             (

@@ -216,6 +216,9 @@ pub struct StreamsConfig {
     pub heartbeat: Duration,
     pub poll: Duration,
     pub broadcast_capacity: usize,
+    /// User views (and as many reports) in the read model; 0: off.
+    pub read_cache_users: u64,
+    pub read_wait_max: Duration,
 }
 
 impl Settings {
@@ -288,6 +291,8 @@ impl Settings {
                 heartbeat: Duration::from_millis(self.stream_heartbeat_ms),
                 poll: Duration::from_millis(self.stream_poll_ms),
                 broadcast_capacity: self.stream_broadcast_capacity,
+                read_cache_users: self.read_cache_users,
+                read_wait_max: Duration::from_millis(self.read_wait_max_ms),
             },
             shutdown_grace: secs(self.shutdown_grace_secs),
             log_format: self.log_format,

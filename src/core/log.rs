@@ -24,7 +24,7 @@ use crate::store::Store;
 /// Rows read per database round trip while catching up.
 const BATCH: u64 = 1000;
 
-/// Tuning of the log follower and streams.
+/// Tuning of the log follower, the streams and the read model it keeps.
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
     /// Events the shared broadcast channel holds; a subscriber further behind reads the database.
@@ -35,6 +35,10 @@ pub struct StreamOptions {
     pub heartbeat_interval: Duration,
     /// Messages buffered per subscriber before it is considered slow.
     pub subscriber_buffer: usize,
+    /// User views (and as many reports) the read model keeps; 0 turns it off.
+    pub read_cache_users: u64,
+    /// Longest wait for the follower to reach a read's `min_cursor`.
+    pub read_wait_max: Duration,
 }
 
 impl Default for StreamOptions {
@@ -44,6 +48,8 @@ impl Default for StreamOptions {
             poll_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(15),
             subscriber_buffer: 64,
+            read_cache_users: 100_000,
+            read_wait_max: Duration::from_secs(2),
         }
     }
 }
@@ -187,7 +193,12 @@ impl Core {
     pub(super) async fn start_follower(&self) -> Result<(), CoreError> {
         let (mut last, users) = self.store.log_snapshot().await?;
         self.log.users.reset(users);
-        let (store, log) = (self.store.clone(), self.log.clone());
+        self.read_model.start_at(last);
+        let (store, log, model) = (
+            self.store.clone(),
+            self.log.clone(),
+            self.read_model.clone(),
+        );
         if let Some(notifications) = store.log_notifications() {
             tokio::spawn(listen_for_replicas(notifications, log.clone()));
         }
@@ -196,6 +207,8 @@ impl Core {
                 match store.read_log(last, BATCH).await {
                     Ok(events) => {
                         let full = events.len() as u64 == BATCH;
+                        // Views first: a stream client may read right after an event arrives.
+                        model.apply(&events);
                         for event in events {
                             last = event.seq;
                             log.users.apply(&event.event);
@@ -245,9 +258,12 @@ impl Core {
     /// Opens a stream of the events that pass `filter`, starting at `start`. The receiver yields
     /// the catch-up, one `CaughtUp`, then live events and heartbeats; it ends with an error at
     /// shutdown (`Unavailable`) so that clients reconnect and resume from their last cursor.
+    /// `kinds` are the event kinds `filter` can pass: catch-up reads only those from the
+    /// database.
     pub async fn subscribe(
         &self,
         start: Start,
+        kinds: &'static [&'static str],
         filter: EventFilter,
     ) -> Result<mpsc::Receiver<Result<StreamItem, CoreError>>, CoreError> {
         self.health.check_file()?;
@@ -256,6 +272,7 @@ impl Core {
         let subscriber = Subscriber {
             store: self.store.clone(),
             log: self.log.clone(),
+            kinds,
             filter,
             tx,
             cursor: cursor.0,
@@ -276,6 +293,8 @@ enum Stop {
 struct Subscriber {
     store: Store,
     log: Arc<LogShared>,
+    /// The kinds `filter` can pass.
+    kinds: &'static [&'static str],
     filter: EventFilter,
     tx: mpsc::Sender<Result<StreamItem, CoreError>>,
     /// The last log position read (delivered or filtered out).
@@ -310,16 +329,20 @@ impl Subscriber {
             .map_err(|_| Stop::Gone)
     }
 
-    /// Reads from the database until the end of the log, subscribing to the live broadcast
-    /// first so that nothing committed meanwhile can fall between the two.
+    /// Reads from the database up to the end of the log, subscribing to the live broadcast
+    /// first so that nothing committed meanwhile can fall between the two. Only the kinds the
+    /// filter can pass are read; the position still advances over the others.
     async fn catch_up(&mut self) -> Result<broadcast::Receiver<Arc<LoggedEvent>>, Stop> {
         let live = self.log.tail.subscribe();
+        let failed = |error: crate::store::StoreError| Stop::Failed(error.into());
+        // Everything up to `end` is committed (sequence order is commit order).
+        let end = self.store.log_end().await.map_err(failed)?;
         loop {
             let events = self
                 .store
-                .read_log(self.cursor, BATCH)
+                .read_log_kinds(self.cursor, end, self.kinds, BATCH)
                 .await
-                .map_err(|error| Stop::Failed(error.into()))?;
+                .map_err(failed)?;
             let full = events.len() as u64 == BATCH;
             for event in events {
                 self.cursor = event.seq;
@@ -328,6 +351,7 @@ impl Subscriber {
                 }
             }
             if !full {
+                self.cursor = self.cursor.max(end);
                 return Ok(live);
             }
         }

@@ -14,6 +14,7 @@ mod jobs;
 pub mod log;
 mod pipeline;
 mod queries;
+mod read_model;
 mod reports;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use ingest::{IngestReport, Outcome};
 pub use jobs::REQUEST_MARKER;
 pub use log::{Cursor, EventFilter, Start, StreamItem, StreamOptions};
 pub use queries::{ReportFilter, ReportLookup, ReportView, UserFilter, UserLookup};
+pub use read_model::{AsOf, ReadModelStats, ReadOptions};
 pub use reports::{DAILY_CAP, DocumentFormat, PipelineOptions, ReportRequest};
 
 pub use crate::domain::events::LoggedEvent;
@@ -55,6 +57,12 @@ pub enum CoreError {
     /// written until a restart (logged once, when found).
     #[error("the database file was deleted or replaced while the service ran")]
     DatabaseFileChanged,
+    /// The caller's deadline passed while this replica caught up with a `min_cursor`.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// This replica did not reach a `min_cursor` within `read_wait_max_ms`; retry.
+    #[error("{0}")]
+    Behind(String),
     /// A limit was reached (Argyle's daily cap of reports per user).
     #[error("{0}")]
     ResourceExhausted(String),
@@ -103,6 +111,8 @@ pub struct Core {
     committer: commit::Committer,
     /// The report pipeline (off without Argyle API credentials).
     pipeline: Arc<reports::Pipeline>,
+    /// This process's views of users and reports, kept exact by the log follower.
+    read_model: Arc<read_model::ReadModel>,
     /// This process's pipeline worker, once started.
     worker: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
@@ -117,6 +127,8 @@ impl Core {
     ) -> Result<Self, CoreError> {
         let single_writer = store.is_sqlite();
         let write_lock = single_writer.then(|| Arc::new(Mutex::new(())));
+        let read_model =
+            read_model::ReadModel::new(streams.read_cache_users, 0, streams.read_wait_max);
         let log = log::LogShared::new(streams);
         let health = Arc::new(health::Health::new(store.database_file()));
         let pipeline = reports::Pipeline::new(reports);
@@ -136,6 +148,7 @@ impl Core {
             log,
             committer: commit::Committer::start(batches, committers),
             pipeline,
+            read_model,
             worker: Arc::default(),
         };
         core.start_follower().await?;

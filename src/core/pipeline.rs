@@ -233,6 +233,9 @@ pub(super) async fn apply(
             }
         }
     }
+    // Every change to what a query answers is in the log (the read models follow it).
+    let internal = DomainEvent::uncovered_changes(&events, loaded.users.values());
+    events.extend(internal);
     batch.save(loaded.users.values()).await?;
     batch.enqueue(&jobs).await?;
     Ok(Applied {

@@ -1,6 +1,10 @@
 //! Read-side use cases: one user's readiness, users by state, reports. Lists are keyset-paged:
 //! the caller passes the last key of the previous page (`after`) and how many it wants.
 
+use std::sync::Arc;
+
+use super::log::Cursor;
+use super::read_model::{AsOf, ReadOptions};
 use super::{Core, CoreError};
 use crate::domain::report::Report;
 use crate::domain::user::User;
@@ -63,70 +67,96 @@ impl ReportFilter {
 }
 
 impl Core {
-    /// One user's readiness with every account.
-    pub async fn user_readiness(&self, lookup: &UserLookup) -> Result<User, CoreError> {
+    /// One user's readiness with every account, from the read model, with the log position
+    /// the answer reflects (at or after `options.min_cursor`).
+    pub async fn user_readiness(
+        &self,
+        lookup: &UserLookup,
+        options: &ReadOptions,
+    ) -> Result<AsOf<Arc<User>>, CoreError> {
         self.health.check_file()?;
-        match lookup {
-            UserLookup::Id(id) => self
-                .store
-                .user(*id)
-                .await?
-                .ok_or_else(|| CoreError::NotFound(format!("user {id}"))),
-            UserLookup::ExternalId(external_id) => {
-                let mut users = self.store.users_by_external_id(external_id, 2).await?;
-                if users.len() > 1 {
+        self.reach(options).await?;
+        let id = match lookup {
+            UserLookup::Id(id) => *id,
+            UserLookup::ExternalId(external_id) => match *self.holders(external_id).await? {
+                [id] => id,
+                [] => {
+                    return Err(CoreError::NotFound(format!(
+                        "user with external id {}",
+                        echo(external_id)
+                    )));
+                }
+                _ => {
                     return Err(CoreError::FailedPrecondition(format!(
                         "external id {} belongs to more than one user; look up by user_id",
                         echo(external_id)
                     )));
                 }
-                users.pop().ok_or_else(|| {
-                    CoreError::NotFound(format!("user with external id {}", echo(external_id)))
-                })
-            }
-        }
+            },
+        };
+        self.user_view(id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("user {id}")))
     }
 
-    /// Users ordered by id, matching `filter`, after `after`, at most `limit`.
+    /// Users ordered by id, matching `filter`, after `after`, at most `limit`, read from the
+    /// database with the log position of the same snapshot.
     pub async fn list_users(
         &self,
         filter: &UserFilter,
         after: Option<UserId>,
         limit: u64,
-    ) -> Result<Vec<User>, CoreError> {
+        options: &ReadOptions,
+    ) -> Result<AsOf<Vec<User>>, CoreError> {
         self.health.check_file()?;
         let query = UserQuery {
             state: filter.state,
             external_id: filter.external_id.clone(),
         };
-        Ok(self.store.users(&query, after, limit).await?)
-    }
-
-    /// One report.
-    pub async fn report(&self, lookup: &ReportLookup) -> Result<Report, CoreError> {
-        self.health.check_file()?;
-        let found = self
-            .store
-            .report(match lookup {
-                ReportLookup::Id(id) => ReportKey::Id(*id),
-                ReportLookup::ArgyleId(id) => ReportKey::Argyle(id),
-            })
-            .await?;
-        found.map(|(_, report)| report).ok_or_else(|| {
-            CoreError::NotFound(match lookup {
-                ReportLookup::Id(id) => format!("report {id}"),
-                ReportLookup::ArgyleId(id) => format!("report with Argyle id {}", echo(id)),
-            })
+        let (users, position) = self.store.users_as_of(&query, after, limit).await?;
+        self.check_reached(options, position)?;
+        Ok(AsOf {
+            value: users,
+            cursor: Cursor(position),
         })
     }
 
-    /// Reports in the order they were recorded, after position `after`, at most `limit`.
+    /// One report, read fresh from the database (for the pipeline's own use).
+    pub async fn report(&self, lookup: &ReportLookup) -> Result<Report, CoreError> {
+        self.health.check_file()?;
+        let found = self.store.report(report_key(lookup)).await?;
+        found
+            .map(|(_, report)| report)
+            .ok_or_else(|| not_found(lookup))
+    }
+
+    /// One report from the read model, with the log position the answer reflects (at or after
+    /// `options.min_cursor`).
+    pub async fn report_as_of(
+        &self,
+        lookup: &ReportLookup,
+        options: &ReadOptions,
+    ) -> Result<AsOf<Report>, CoreError> {
+        self.health.check_file()?;
+        self.reach(options).await?;
+        let found = self.report_view(report_key(lookup)).await?;
+        found
+            .map(|found| AsOf {
+                value: found.value.1.clone(),
+                cursor: found.cursor,
+            })
+            .ok_or_else(|| not_found(lookup))
+    }
+
+    /// Reports in the order they were recorded, after position `after`, at most `limit`, read
+    /// from the database with the log position of the same snapshot.
     pub async fn list_reports(
         &self,
         filter: &ReportFilter,
         after: Option<i64>,
         limit: u64,
-    ) -> Result<Vec<ReportView>, CoreError> {
+        options: &ReadOptions,
+    ) -> Result<AsOf<Vec<ReportView>>, CoreError> {
         self.health.check_file()?;
         let query = ReportQuery {
             user: filter.user,
@@ -141,12 +171,41 @@ impl Core {
                 vec![]
             },
         };
-        Ok(self
-            .store
-            .reports(&query, after, limit)
-            .await?
-            .into_iter()
-            .map(|(position, report)| ReportView { position, report })
-            .collect())
+        let (reports, position) = self.store.reports_as_of(&query, after, limit).await?;
+        self.check_reached(options, position)?;
+        Ok(AsOf {
+            value: reports
+                .into_iter()
+                .map(|(position, report)| ReportView { position, report })
+                .collect(),
+            cursor: Cursor(position),
+        })
     }
+
+    /// A list read from the database has every committed event: a `min_cursor` beyond its
+    /// position is beyond the log.
+    fn check_reached(&self, options: &ReadOptions, position: i64) -> Result<(), CoreError> {
+        match options.min_cursor {
+            Some(min) if min.0 > position => Err(CoreError::FailedPrecondition(format!(
+                "min_cursor is ahead of this service's event log (at most {}): it was issued by \
+                 another deployment or the log was reset",
+                Cursor(position).encode()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn report_key(lookup: &ReportLookup) -> ReportKey<'_> {
+    match lookup {
+        ReportLookup::Id(id) => ReportKey::Id(*id),
+        ReportLookup::ArgyleId(id) => ReportKey::Argyle(id),
+    }
+}
+
+fn not_found(lookup: &ReportLookup) -> CoreError {
+    CoreError::NotFound(match lookup {
+        ReportLookup::Id(id) => format!("report {id}"),
+        ReportLookup::ArgyleId(id) => format!("report with Argyle id {}", echo(id)),
+    })
 }

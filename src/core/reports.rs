@@ -203,7 +203,11 @@ impl Core {
                     .into(),
             ));
         }
-        let user_id = self.user_readiness(&request.user).await?.id;
+        let user_id = self
+            .user_readiness(&request.user, &Default::default())
+            .await?
+            .value
+            .id;
         let fingerprint = fingerprint(user_id, &request);
         let request_id = request
             .request_id

@@ -566,6 +566,7 @@ mod tests {
                 }
                 DomainEvent::ReportGenerated { .. } => "report".into(),
                 DomainEvent::ReportUpdated { .. } => "report updated".into(),
+                DomainEvent::ViewChanged { .. } => "view changed".into(),
             })
             .collect::<Vec<_>>()
             .join("; ")

@@ -1,12 +1,14 @@
 //! Conversions between protobuf messages and domain/core types, each written once.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use tonic::Status;
 
 use super::pb;
 use super::status::invalid_argument;
-use crate::core::{Account, Report, User};
+use crate::core::{Account, Cursor, ReadOptions, Report, User};
 use crate::domain::report::ReportOrigin;
 use crate::domain::{
     AccountState, ReadinessState, ReportId, ReportStatus, ReportType, UserId, echo,
@@ -246,4 +248,68 @@ pub fn uuid_field<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, S
         .trim()
         .parse()
         .map_err(|_| invalid_argument(field, format!("{} is not a UUID", echo(value))))
+}
+
+/// How a read may be answered: its `min_cursor` (empty for none), and the caller's deadline
+/// from `grpc-timeout`, brought forward a little so that the caller gets this service's
+/// DEADLINE_EXCEEDED rather than its own cancellation.
+pub fn read_options(
+    metadata: &tonic::metadata::MetadataMap,
+    min_cursor: &str,
+) -> Result<ReadOptions, Status> {
+    let min_cursor = match min_cursor.trim() {
+        "" => None,
+        text => Some(Cursor::decode(text).ok_or_else(|| {
+            invalid_argument(
+                "min_cursor",
+                format!("{} is not a cursor this service issued", echo(text)),
+            )
+        })?),
+    };
+    let deadline = metadata
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(grpc_timeout)
+        .map(|timeout| tokio::time::Instant::now() + timeout.mul_f64(0.9));
+    Ok(ReadOptions {
+        min_cursor,
+        deadline,
+    })
+}
+
+/// A `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+fn grpc_timeout(value: &str) -> Option<Duration> {
+    let unit_at = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at(unit_at);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_in_every_unit_and_nonsense_is_ignored() {
+        assert_eq!(grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(grpc_timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(grpc_timeout("9n"), Some(Duration::from_nanos(9)));
+        for bad in ["", "m", "123456789m", "1x", "-1m", "1.5S"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
 }

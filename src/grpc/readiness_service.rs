@@ -12,7 +12,7 @@ use super::pb::{
 };
 use super::status::invalid_argument;
 use super::streams::{self, ServerStream};
-use crate::core::{Core, UserFilter, UserLookup};
+use crate::core::{Core, Cursor, UserFilter, UserLookup};
 
 pub struct ReadinessApi {
     core: Core,
@@ -44,7 +44,9 @@ impl ReadinessService for ReadinessApi {
         request: Request<GetUserReadinessRequest>,
     ) -> Result<Response<GetUserReadinessResponse>, Status> {
         super::metered("GetUserReadiness", async move {
-            let lookup = match request.into_inner().user {
+            let (metadata, _, request) = request.into_parts();
+            let options = convert::read_options(&metadata, &request.min_cursor)?;
+            let lookup = match request.user {
                 Some(User::UserId(id)) => UserLookup::Id(convert::uuid_field("user_id", &id)?),
                 Some(User::ExternalId(id)) if !id.trim().is_empty() => UserLookup::ExternalId(id),
                 Some(User::ExternalId(_)) => {
@@ -52,9 +54,10 @@ impl ReadinessService for ReadinessApi {
                 }
                 None => return Err(invalid_argument("user", "set user_id or external_id")),
             };
-            let user = self.core.user_readiness(&lookup).await?;
+            let user = self.core.user_readiness(&lookup, &options).await?;
             Ok(Response::new(GetUserReadinessResponse {
-                user: Some(convert::user(&user)),
+                user: Some(convert::user(&user.value)),
+                cursor: user.cursor.encode(),
             }))
         })
         .await
@@ -65,7 +68,8 @@ impl ReadinessService for ReadinessApi {
         request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
         super::metered("ListUsers", async move {
-            let request = request.into_inner();
+            let (metadata, _, request) = request.into_parts();
+            let options = convert::read_options(&metadata, &request.min_cursor)?;
             let filter = UserFilter {
                 state: convert::readiness_filter(request.state, "state")?,
                 external_id: Some(request.external_id.trim().to_owned())
@@ -79,16 +83,23 @@ impl ReadinessService for ReadinessApi {
                     request.state, request.external_id
                 ),
             };
+            let mut cursor = None;
+            let (core, slot) = (&self.core, &mut cursor);
             let (users, next_page_token) = page_token::page(
                 paging,
                 |key| convert::uuid_field("page_token", key),
                 |user: &crate::core::User| user.id.to_string(),
-                |after, limit| self.core.list_users(&filter, after, limit),
+                |after, limit| async move {
+                    let page = core.list_users(&filter, after, limit, &options).await?;
+                    *slot = Some(page.cursor);
+                    Ok(page.value)
+                },
             )
             .await?;
             Ok(Response::new(ListUsersResponse {
                 users: users.iter().map(convert::user).collect(),
                 next_page_token,
+                cursor: cursor.map(Cursor::encode).unwrap_or_default(),
             }))
         })
         .await

@@ -50,14 +50,17 @@ impl ReportService for ReportApi {
         request: Request<GetReportRequest>,
     ) -> Result<Response<GetReportResponse>, Status> {
         super::metered("GetReport", async move {
-            let lookup = match request.into_inner().report {
+            let (metadata, _, request) = request.into_parts();
+            let options = convert::read_options(&metadata, &request.min_cursor)?;
+            let lookup = match request.report {
                 Some(Report::Id(id)) => report_lookup(Some(id), None)?,
                 Some(Report::ArgyleReportId(id)) => report_lookup(None, Some(id))?,
                 None => report_lookup(None, None)?,
             };
-            let report = self.core.report(&lookup).await?;
+            let report = self.core.report_as_of(&lookup, &options).await?;
             Ok(Response::new(GetReportResponse {
-                report: Some(convert::report(&report)),
+                report: Some(convert::report(&report.value)),
+                cursor: report.cursor.encode(),
             }))
         })
         .await
@@ -68,7 +71,8 @@ impl ReportService for ReportApi {
         request: Request<ListReportsRequest>,
     ) -> Result<Response<ListReportsResponse>, Status> {
         super::metered("ListReports", async move {
-            let request = request.into_inner();
+            let (metadata, _, request) = request.into_parts();
+            let options = convert::read_options(&metadata, &request.min_cursor)?;
             let user = match request.user_id.trim() {
                 "" => None,
                 id => Some(convert::uuid_field("user_id", id)?),
@@ -94,11 +98,17 @@ impl ReportService for ReportApi {
                     request.user_id, request.r#type, request.type_name, request.status
                 ),
             };
+            let mut cursor = None;
+            let (core, slot) = (&self.core, &mut cursor);
             let (reports, next_page_token) = page_token::page(
                 paging,
                 page_token::numeric_key,
                 |view: &ReportView| view.position.to_string(),
-                |after, limit| self.core.list_reports(&filter, after, limit),
+                |after, limit| async move {
+                    let page = core.list_reports(&filter, after, limit, &options).await?;
+                    *slot = Some(page.cursor);
+                    Ok(page.value)
+                },
             )
             .await?;
             Ok(Response::new(ListReportsResponse {
@@ -107,6 +117,7 @@ impl ReportService for ReportApi {
                     .map(|view| convert::report(&view.report))
                     .collect(),
                 next_page_token,
+                cursor: cursor.map(|cursor| cursor.encode()).unwrap_or_default(),
             }))
         })
         .await

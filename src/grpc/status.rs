@@ -24,6 +24,8 @@ impl From<CoreError> for Status {
             CoreError::NotFound(what) => Status::not_found(bounded(format!("{what} not found"))),
             CoreError::FailedPrecondition(message) => Status::failed_precondition(bounded(message)),
             CoreError::ShuttingDown => Status::unavailable(error.to_string()),
+            CoreError::DeadlineExceeded(message) => Status::deadline_exceeded(bounded(message)),
+            CoreError::Behind(message) => Status::unavailable(bounded(message)),
             CoreError::ResourceExhausted(message) => Status::resource_exhausted(bounded(message)),
             CoreError::Upstream(message) => {
                 tracing::warn!(%message, "Argyle failed a document download");

@@ -18,7 +18,7 @@ use super::status::invalid_argument;
 use crate::core::{
     Core, CoreError, Cursor, EventFilter, LoggedEvent, ReportFilter, Start, StreamItem, UserLookup,
 };
-use crate::domain::events::DomainEvent;
+use crate::domain::events::{ANNOUNCEMENT_KINDS, DomainEvent, READINESS_KINDS, REPORT_KINDS};
 use crate::domain::{ReportType, UserId};
 
 /// A boxed server stream, as tonic's generated traits want it.
@@ -58,9 +58,12 @@ pub async fn user_filter(
         (id, "") => Ok(Some(convert::uuid_field("user_id", id)?)),
         ("", external) => {
             let user = core
-                .user_readiness(&UserLookup::ExternalId(external.to_owned()))
+                .user_readiness(
+                    &UserLookup::ExternalId(external.to_owned()),
+                    &Default::default(),
+                )
                 .await?;
-            Ok(Some(user.id))
+            Ok(Some(user.value.id))
         }
         _ => Err(invalid_argument(
             "external_id",
@@ -148,7 +151,7 @@ pub async fn watch_readiness(
         } => user.is_none_or(|user| user == *changed) && (states.is_empty() || states.contains(to)),
         _ => false,
     });
-    let items = core.subscribe(start, filter).await?;
+    let items = core.subscribe(start, READINESS_KINDS, filter).await?;
     Ok(respond(items, readiness_change))
 }
 
@@ -199,7 +202,12 @@ pub async fn stream_report_events(
         reports.matches(user, report_type)
             && type_name.as_ref().is_none_or(|name| name == report_type)
     });
-    let items = core.subscribe(start, filter).await?;
+    let kinds = if updates {
+        REPORT_KINDS
+    } else {
+        ANNOUNCEMENT_KINDS
+    };
+    let items = core.subscribe(start, kinds, filter).await?;
     Ok(respond(items, report_event))
 }
 

@@ -66,7 +66,7 @@ pub(super) async fn append(
     Ok(())
 }
 
-async fn last_seq(db: &impl ConnectionTrait) -> Result<i64, StoreError> {
+pub(super) async fn last_seq(db: &impl ConnectionTrait) -> Result<i64, StoreError> {
     let last = event::Entity::find()
         .select_only()
         .column(event::Column::Seq)
@@ -102,26 +102,34 @@ async fn users_by_state(
 impl Store {
     /// Events after position `after`, in order, at most `limit`.
     pub async fn read_log(&self, after: i64, limit: u64) -> Result<Vec<LoggedEvent>, StoreError> {
-        event::Entity::find()
+        let rows = event::Entity::find()
             .filter(event::Column::Seq.gt(after))
             .order_by_asc(event::Column::Seq)
             .limit(limit)
             .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|row| {
-                let event =
-                    serde_json::from_str(&row.payload).map_err(|error| StoreError::Corrupt {
-                        table: "events",
-                        detail: format!("event {}: {error}", row.seq),
-                    })?;
-                Ok(LoggedEvent {
-                    seq: row.seq,
-                    recorded_at: row.recorded_at,
-                    event,
-                })
-            })
-            .collect()
+            .await?;
+        rows.into_iter().map(logged).collect()
+    }
+
+    /// Events of these `kinds` after position `after` and up to `upto`, in order, at most
+    /// `limit`. The others (internal entries, kinds a stream does not deliver) are skipped by
+    /// the database, without being read or parsed here.
+    pub async fn read_log_kinds(
+        &self,
+        after: i64,
+        upto: i64,
+        kinds: &[&str],
+        limit: u64,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let rows = event::Entity::find()
+            .filter(event::Column::Seq.gt(after))
+            .filter(event::Column::Seq.lte(upto))
+            .filter(event::Column::Kind.is_in(kinds.iter().copied()))
+            .order_by_asc(event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        rows.into_iter().map(logged).collect()
     }
 
     /// The position of the last committed event (0 for an empty log).
@@ -173,4 +181,17 @@ impl Notifications {
             wake();
         }
     }
+}
+
+/// A log row as an event.
+fn logged(row: event::Model) -> Result<LoggedEvent, StoreError> {
+    let event = serde_json::from_str(&row.payload).map_err(|error| StoreError::Corrupt {
+        table: "events",
+        detail: format!("event {}: {error}", row.seq),
+    })?;
+    Ok(LoggedEvent {
+        seq: row.seq,
+        recorded_at: row.recorded_at,
+        event,
+    })
 }

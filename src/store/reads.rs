@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 
 use sea_orm::sea_query::Query;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
 
 use super::entities::{account, report, user, user_external_id};
 use super::rows::{report_from_row, user_from_rows};
@@ -81,44 +84,35 @@ impl Store {
         after: Option<UserId>,
         limit: u64,
     ) -> Result<Vec<User>, StoreError> {
-        let mut select = user::Entity::find().order_by_asc(user::Column::UserId);
-        if let Some(state) = query.state {
-            select = select.filter(user::Column::State.eq(state.as_str()));
-        }
-        if let Some(external_id) = &query.external_id {
-            let holders = Query::select()
-                .column(user_external_id::Column::UserId)
-                .from(user_external_id::Entity)
-                .and_where(user_external_id::Column::ExternalId.eq(external_id.as_str()))
-                .to_owned();
-            select = select.filter(user::Column::UserId.in_subquery(holders));
-        }
-        if let Some(after) = after {
-            select = select.filter(user::Column::UserId.gt(after.to_string()));
-        }
-        let rows = select.limit(limit).all(&self.db).await?;
-        self.with_accounts(rows).await
+        users_in(&self.db, query, after, limit).await
     }
 
-    async fn with_accounts(&self, rows: Vec<user::Model>) -> Result<Vec<User>, StoreError> {
-        if rows.is_empty() {
-            return Ok(vec![]);
-        }
-        let ids = rows.iter().map(|row| row.user_id.clone());
-        let mut by_user: HashMap<String, Vec<account::Model>> = HashMap::new();
-        for row in account::Entity::find()
-            .filter(account::Column::UserId.is_in(ids))
-            .all(&self.db)
-            .await?
-        {
-            by_user.entry(row.user_id.clone()).or_default().push(row);
-        }
-        rows.into_iter()
-            .map(|row| {
-                let accounts = by_user.remove(&row.user_id).unwrap_or_default();
-                user_from_rows(row, accounts, vec![])
-            })
-            .collect()
+    /// [`Store::users`], with the log position the answer reflects, read in the same snapshot.
+    pub async fn users_as_of(
+        &self,
+        query: &UserQuery,
+        after: Option<UserId>,
+        limit: u64,
+    ) -> Result<(Vec<User>, i64), StoreError> {
+        let txn = self.snapshot().await?;
+        let position = super::log::last_seq(&txn).await?;
+        let users = users_in(&txn, query, after, limit).await?;
+        txn.commit().await?;
+        Ok((users, position))
+    }
+
+    /// A read-only transaction that sees one snapshot of the database (PostgreSQL
+    /// `REPEATABLE READ`; a SQLite read transaction always does).
+    async fn snapshot(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
+        let postgres = self.db.get_database_backend() == sea_orm::DbBackend::Postgres;
+        let txn = self
+            .db
+            .begin_with_config(
+                postgres.then_some(sea_orm::IsolationLevel::RepeatableRead),
+                postgres.then_some(sea_orm::AccessMode::ReadOnly),
+            )
+            .await?;
+        Ok(txn)
     }
 
     /// One report by this service's id or by Argyle's, with its position in report order.
@@ -142,30 +136,98 @@ impl Store {
         after: Option<i64>,
         limit: u64,
     ) -> Result<Vec<(i64, Report)>, StoreError> {
-        let mut select = report::Entity::find().order_by_asc(report::Column::Seq);
-        if let Some(user) = query.user {
-            select = select.filter(report::Column::UserId.eq(user.to_string()));
-        }
-        if let Some(name) = &query.type_name {
-            select = select.filter(report::Column::ReportType.eq(name.as_str()));
-        }
-        if !query.excluding_types.is_empty() {
-            select = select.filter(
-                report::Column::ReportType.is_not_in(query.excluding_types.iter().copied()),
-            );
-        }
-        if let Some(status) = query.status {
-            select = select.filter(report::Column::Status.eq(status.as_str()));
-        }
-        if let Some(after) = after {
-            select = select.filter(report::Column::Seq.gt(after));
-        }
-        select
-            .limit(limit)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(report_from_row)
-            .collect()
+        reports_in(&self.db, query, after, limit).await
     }
+
+    /// [`Store::reports`], with the log position the answer reflects, read in the same
+    /// snapshot.
+    pub async fn reports_as_of(
+        &self,
+        query: &ReportQuery,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<(Vec<(i64, Report)>, i64), StoreError> {
+        let txn = self.snapshot().await?;
+        let position = super::log::last_seq(&txn).await?;
+        let reports = reports_in(&txn, query, after, limit).await?;
+        txn.commit().await?;
+        Ok((reports, position))
+    }
+}
+
+/// Users ordered by id, after `after`, at most `limit`, matching `query`, with their accounts
+/// (two queries).
+async fn users_in(
+    db: &impl ConnectionTrait,
+    query: &UserQuery,
+    after: Option<UserId>,
+    limit: u64,
+) -> Result<Vec<User>, StoreError> {
+    let mut select = user::Entity::find().order_by_asc(user::Column::UserId);
+    if let Some(state) = query.state {
+        select = select.filter(user::Column::State.eq(state.as_str()));
+    }
+    if let Some(external_id) = &query.external_id {
+        let holders = Query::select()
+            .column(user_external_id::Column::UserId)
+            .from(user_external_id::Entity)
+            .and_where(user_external_id::Column::ExternalId.eq(external_id.as_str()))
+            .to_owned();
+        select = select.filter(user::Column::UserId.in_subquery(holders));
+    }
+    if let Some(after) = after {
+        select = select.filter(user::Column::UserId.gt(after.to_string()));
+    }
+    let rows = select.limit(limit).all(db).await?;
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids = rows.iter().map(|row| row.user_id.clone());
+    let mut by_user: HashMap<String, Vec<account::Model>> = HashMap::new();
+    for row in account::Entity::find()
+        .filter(account::Column::UserId.is_in(ids))
+        .all(db)
+        .await?
+    {
+        by_user.entry(row.user_id.clone()).or_default().push(row);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let accounts = by_user.remove(&row.user_id).unwrap_or_default();
+            user_from_rows(row, accounts, vec![])
+        })
+        .collect()
+}
+
+/// Reports in the order they were recorded, after position `after`, at most `limit`.
+async fn reports_in(
+    db: &impl ConnectionTrait,
+    query: &ReportQuery,
+    after: Option<i64>,
+    limit: u64,
+) -> Result<Vec<(i64, Report)>, StoreError> {
+    let mut select = report::Entity::find().order_by_asc(report::Column::Seq);
+    if let Some(user) = query.user {
+        select = select.filter(report::Column::UserId.eq(user.to_string()));
+    }
+    if let Some(name) = &query.type_name {
+        select = select.filter(report::Column::ReportType.eq(name.as_str()));
+    }
+    if !query.excluding_types.is_empty() {
+        select = select
+            .filter(report::Column::ReportType.is_not_in(query.excluding_types.iter().copied()));
+    }
+    if let Some(status) = query.status {
+        select = select.filter(report::Column::Status.eq(status.as_str()));
+    }
+    if let Some(after) = after {
+        select = select.filter(report::Column::Seq.gt(after));
+    }
+    select
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(report_from_row)
+        .collect()
 }

@@ -37,6 +37,7 @@ async fn readiness_code(server: &ServeProcess, user: &str) -> tonic::Code {
         .unwrap();
     let request = pb::GetUserReadinessRequest {
         user: Some(pb::get_user_readiness_request::User::UserId(user.into())),
+        ..Default::default()
     };
     match client.get_user_readiness(request).await {
         Ok(_) => tonic::Code::Ok,

@@ -19,6 +19,7 @@ async fn a_3_mb_external_id_is_answered_not_found_with_a_short_message() {
         user: Some(pb::get_user_readiness_request::User::ExternalId(
             "x".repeat(3 * 1024 * 1024),
         )),
+        ..Default::default()
     };
 
     let status = client.get_user_readiness(request).await.unwrap_err();
@@ -46,6 +47,7 @@ async fn a_huge_malformed_user_id_is_answered_invalid_argument_with_a_short_mess
         user: Some(pb::get_user_readiness_request::User::UserId(
             "y".repeat(1024 * 1024),
         )),
+        ..Default::default()
     };
 
     let status = client.get_user_readiness(request).await.unwrap_err();

@@ -184,9 +184,11 @@ async fn unary_calls(app: &TestApp) -> Vec<(&'static str, Code, Code)> {
     let (mut readiness, mut reports) = (app.readiness_client().await, app.report_client().await);
     let user = pb::GetUserReadinessRequest {
         user: Some(pb::get_user_readiness_request::User::UserId(new_id())),
+        ..Default::default()
     };
     let report = pb::GetReportRequest {
         report: Some(pb::get_report_request::Report::Id(new_id())),
+        ..Default::default()
     };
     let reports_of = pb::ListReportsRequest {
         user_id: new_id(),

@@ -16,6 +16,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 fn lookup() -> pb::GetUserReadinessRequest {
     pb::GetUserReadinessRequest {
         user: Some(pb::get_user_readiness_request::User::UserId(new_id())),
+        ..Default::default()
     }
 }
 

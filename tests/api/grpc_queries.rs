@@ -9,6 +9,7 @@ use crate::helpers::{TestApp, body, new_id};
 fn by_external_id(id: &str) -> pb::GetUserReadinessRequest {
     pb::GetUserReadinessRequest {
         user: Some(pb::get_user_readiness_request::User::ExternalId(id.into())),
+        ..Default::default()
     }
 }
 
@@ -66,6 +67,7 @@ async fn a_malformed_user_id_is_invalid_argument_naming_the_field_and_an_unknown
     let mut client = app.readiness_client().await;
     let request = |id: &str| pb::GetUserReadinessRequest {
         user: Some(pb::get_user_readiness_request::User::UserId(id.into())),
+        ..Default::default()
     };
 
     let status = client
@@ -85,7 +87,10 @@ async fn a_malformed_user_id_is_invalid_argument_naming_the_field_and_an_unknown
     assert_eq!(status.code(), Code::NotFound);
 
     let status = client
-        .get_user_readiness(pb::GetUserReadinessRequest { user: None })
+        .get_user_readiness(pb::GetUserReadinessRequest {
+            user: None,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

@@ -285,6 +285,7 @@ impl TestApp {
     pub async fn readiness(&self, user: &str) -> pb::UserReadiness {
         let request = pb::GetUserReadinessRequest {
             user: Some(pb::get_user_readiness_request::User::UserId(user.into())),
+            ..Default::default()
         };
         self.readiness_client()
             .await

@@ -252,6 +252,7 @@ async fn inbox_commands_list_show_replay_and_prune_stored_deliveries() {
             report: Some(pb::get_report_request::Report::ArgyleReportId(
                 report_id.clone(),
             )),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -95,6 +95,7 @@ async fn promtool_accepts_the_metrics_after_real_traffic() {
     ReadinessServiceClient::new(channel.clone())
         .get_user_readiness(pb::GetUserReadinessRequest {
             user: Some(pb::get_user_readiness_request::User::UserId(user.clone())),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -468,6 +468,7 @@ async fn an_announced_report_is_enriched_and_its_urls_are_streamed_and_its_docum
         .await
         .get_report(pb::GetReportRequest {
             report: Some(pb::get_report_request::Report::ArgyleReportId(argyle_id)),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -38,6 +38,7 @@ async fn a_generated_report_is_recorded_once_with_or_without_argyle_report_id() 
             report: Some(pb::get_report_request::Report::ArgyleReportId(
                 argyle_id.clone(),
             )),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -52,6 +53,7 @@ async fn a_generated_report_is_recorded_once_with_or_without_argyle_report_id() 
     let by_id = client
         .get_report(pb::GetReportRequest {
             report: Some(pb::get_report_request::Report::Id(by_argyle_id.id.clone())),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -136,6 +138,7 @@ async fn report_lookups_with_bad_or_unknown_ids_get_canonical_errors() {
     let status = client
         .get_report(pb::GetReportRequest {
             report: Some(pb::get_report_request::Report::Id("nope".into())),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -145,13 +148,17 @@ async fn report_lookups_with_bad_or_unknown_ids_get_canonical_errors() {
     let status = client
         .get_report(pb::GetReportRequest {
             report: Some(pb::get_report_request::Report::Id(new_id())),
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 
     let status = client
-        .get_report(pb::GetReportRequest { report: None })
+        .get_report(pb::GetReportRequest {
+            report: None,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

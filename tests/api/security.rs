@@ -20,6 +20,7 @@ use crate::helpers::{TestApp, TestDatabase, body, new_id};
 fn lookup() -> pb::GetUserReadinessRequest {
     pb::GetUserReadinessRequest {
         user: Some(pb::get_user_readiness_request::User::UserId(new_id())),
+        ..Default::default()
     }
 }
 
@@ -409,6 +410,7 @@ async fn an_oversized_grpc_request_is_refused() {
         user: Some(pb::get_user_readiness_request::User::ExternalId(
             "x".repeat(4096),
         )),
+        ..Default::default()
     };
     let status = client.get_user_readiness(request).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
@@ -534,6 +536,7 @@ fn secrets_tokens_passwords_and_webhook_bodies_never_appear_in_logs() {
         let mut client = ReadinessServiceClient::new(channel);
         let lookup = |user: &str| pb::GetUserReadinessRequest {
             user: Some(pb::get_user_readiness_request::User::UserId(user.into())),
+            ..Default::default()
         };
         let found = client
             .get_user_readiness(with_token(lookup(&user), &token))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use readiness::core::{Start, StreamItem};
+use readiness::domain::events::ALL_KINDS;
 use readiness::domain::signature::{Secret, sign};
 use readiness::grpc::pb::stream_report_events_response::Message;
 use readiness::grpc::pb::watch_readiness_response::Message as WatchMessage;
@@ -646,7 +647,7 @@ async fn concurrent_writers_never_make_a_follower_skip_or_repeat_an_event() {
     for round in 0..5 {
         let mut follower = app
             .core
-            .subscribe(Start::Now, Arc::new(|_| true))
+            .subscribe(Start::Now, ALL_KINDS, Arc::new(|_| true))
             .await
             .unwrap();
         let start = match follower.recv().await.unwrap().unwrap() {

@@ -53,6 +53,7 @@ async fn lookup(app: &TestApp, external_id: &str) -> Result<pb::UserReadiness, t
             user: Some(pb::get_user_readiness_request::User::ExternalId(
                 external_id.into(),
             )),
+            ..Default::default()
         })
         .await
         .map(|answer| answer.into_inner().user.unwrap())
@@ -74,6 +75,7 @@ async fn an_accounts_updated_without_a_resource_changes_nothing() {
         .await
         .get_user_readiness(pb::GetUserReadinessRequest {
             user: Some(pb::get_user_readiness_request::User::UserId(user)),
+            ..Default::default()
         })
         .await
         .unwrap_err();

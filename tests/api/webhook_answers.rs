@@ -48,6 +48,7 @@ async fn every_recorded_argyle_delivery_is_accepted_and_applied_or_ignored() {
         user: Some(pb::get_user_readiness_request::User::ExternalId(
             "609d842d-db12-4e06-ada8-c6afa1390adc".into(),
         )),
+        ..Default::default()
     };
     let synced = app
         .readiness_client()
@@ -280,6 +281,7 @@ async fn an_account_named_under_another_user_is_rejected_and_changes_nothing() {
             user: Some(pb::get_user_readiness_request::User::UserId(
                 intruder.clone(),
             )),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -49,7 +49,11 @@ impl ReadinessService for Echo {
         {
             user.user_id = id;
         }
-        Ok(Response::new(GetUserReadinessResponse { user: Some(user) }))
+        // A cursor like the service's, so that both answers are the same size.
+        Ok(Response::new(GetUserReadinessResponse {
+            user: Some(user),
+            cursor: readiness::core::Cursor(1_000_000).encode(),
+        }))
     }
 
     async fn list_users(

@@ -64,6 +64,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<Value> {
                 let user = crate::seed::user_id(rng.u64(0..users)).to_string();
                 let mut request = tonic::Request::new(GetUserReadinessRequest {
                     user: Some(User::UserId(user)),
+                    ..Default::default()
                 });
                 if let Some(token) = &token {
                     request
