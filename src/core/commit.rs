@@ -61,7 +61,8 @@ pub struct IngestBacklog {
 /// A queued delivery and where its answer goes.
 struct Pending {
     job: Job,
-    reply: oneshot::Sender<Result<IngestReport, CoreError>>,
+    /// The answer, and the log position of the last event its batch appended.
+    reply: oneshot::Sender<Result<(IngestReport, Option<i64>), CoreError>>,
 }
 
 /// The queues in front of the committers. Cheap to clone; when the last clone is dropped the
@@ -139,7 +140,7 @@ impl Committer {
     /// Every delivery for one user (and every copy of one body) goes to the same committer, so
     /// within a process two transactions never wait for each other's row locks, and cannot
     /// deadlock.
-    pub(super) async fn submit(&self, job: Job) -> Result<IngestReport, CoreError> {
+    pub(super) async fn submit(&self, job: Job) -> Result<(IngestReport, Option<i64>), CoreError> {
         let _unanswered = Unanswered::count(&self.unanswered);
         let mut hasher = std::hash::DefaultHasher::new();
         match job.lock_key() {
@@ -180,9 +181,9 @@ impl Batches {
             .unzip();
         let _writer = super::hold(&self.write_lock).await;
         match self.store(&jobs).await {
-            Ok(reports) => {
+            Ok((reports, last)) => {
                 for (reply, report) in replies.into_iter().zip(reports) {
-                    let _ = reply.send(Ok(report));
+                    let _ = reply.send(Ok((report, last)));
                 }
             }
             Err(error) if jobs.len() == 1 => {
@@ -198,7 +199,7 @@ impl Batches {
                 );
                 for (job, reply) in jobs.iter().zip(replies) {
                     let answer = self.store(std::slice::from_ref(job)).await;
-                    let _ = reply.send(answer.map(|mut reports| reports.remove(0)));
+                    let _ = reply.send(answer.map(|(mut reports, last)| (reports.remove(0), last)));
                 }
             }
         }
@@ -207,16 +208,16 @@ impl Batches {
     /// One transaction: the batch stored and applied, its events appended, then commit; answered
     /// only if the configured database file is still the one written to (a 503 is safe: the
     /// sender retries, and a delivery stored twice is a duplicate).
-    async fn store(&self, jobs: &[Job]) -> Result<Vec<IngestReport>, CoreError> {
+    async fn store(&self, jobs: &[Job]) -> Result<(Vec<IngestReport>, Option<i64>), CoreError> {
         self.health.check_file()?;
         let stored = store_batch(&self.store, jobs, &jobs[0].span, &self.reports).await;
         self.health
             .record_ingest(stored.as_ref().map(|(reports, _)| reports.as_slice()));
-        let (reports, events) = stored?;
-        if events > 0 {
+        let (reports, last) = stored?;
+        if last.is_some() {
             self.log.committed();
         }
         self.health.check_file()?;
-        Ok(reports)
+        Ok((reports, last))
     }
 }

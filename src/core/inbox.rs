@@ -84,10 +84,8 @@ impl Core {
             }
         };
         let summary = batch.record_verdict(id, verdict).await?;
-        let appended = pipeline::commit(batch, &events, at).await?;
-        if appended > 0 {
-            self.log.committed();
-        }
+        let last = pipeline::commit(batch, &events, at).await?;
+        self.settle(last).await;
         Ok((summary, outcome))
     }
 

@@ -51,7 +51,8 @@ impl Job {
 
 impl Core {
     /// Stores and applies one verified delivery. It joins the next group commit; the answer
-    /// arrives only after the transaction holding it has committed.
+    /// arrives only after the transaction holding it has committed, and once this process's
+    /// read model shows it (so a read after the answer sees the delivery).
     #[tracing::instrument(name = "ingest", skip_all)]
     pub async fn ingest(
         &self,
@@ -65,6 +66,8 @@ impl Core {
             body,
             span: tracing::Span::current(),
         };
-        self.committer.submit(job).await
+        let (report, last) = self.committer.submit(job).await?;
+        self.settle(last).await;
+        Ok(report)
     }
 }

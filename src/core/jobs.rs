@@ -297,8 +297,7 @@ impl Core {
             }
         }
         batch.finish_attempt(job.id, &outcome.attempt, at).await?;
-        super::pipeline::commit(batch, &events, at).await?;
-        if !events.is_empty() {
+        if super::pipeline::commit(batch, &events, at).await?.is_some() {
             self.log.committed();
         }
         Ok(())

@@ -38,14 +38,15 @@ pub(super) struct Applied {
 }
 
 /// Stores a batch of deliveries in one transaction and answers each, in job order. Returns the
-/// answers and how many events were appended (the log follower is then woken). The work is
+/// answers and the log position of the last event appended, if any (the log follower is then
+/// woken). The work is
 /// traced under `parent` (the first delivery's `ingest` span) as `apply` and `commit`.
 pub(super) async fn store_batch(
     store: &Store,
     jobs: &[Job],
     parent: &tracing::Span,
     reports: &Pipeline,
-) -> Result<(Vec<IngestReport>, usize), CoreError> {
+) -> Result<(Vec<IngestReport>, Option<i64>), CoreError> {
     let at = time::now();
     // One inbox row per distinct body; later copies in the batch get the first one's verdict.
     let mut distinct_of: HashMap<&str, usize> = HashMap::new();
@@ -115,16 +116,17 @@ pub(super) async fn store_batch(
     Ok((reports, appended))
 }
 
-/// Appends `events` (under the log's append lock) and commits; returns how many were appended.
+/// Appends `events` (under the log's append lock) and commits; returns the log position of the
+/// last one, if any was appended.
 pub(super) async fn commit(
     batch: Batch,
     events: &[DomainEvent],
     at: DateTime<Utc>,
-) -> Result<usize, CoreError> {
+) -> Result<Option<i64>, CoreError> {
     let span = tracing::info_span!("append_events", count = events.len());
-    batch.append(events, at).instrument(span).await?;
+    let last = batch.append(events, at).instrument(span).await?;
     batch.commit().await?;
-    Ok(events.len())
+    Ok(last)
 }
 
 /// The answer to the first copy of a body in its batch.

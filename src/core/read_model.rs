@@ -9,10 +9,10 @@
 //! removed it), so a hit is answered with `applied` as its cursor. A miss reads the database,
 //! whose state includes everything committed; the answer's cursor is `applied` as read before
 //! the database was, which the answer also reflects. A view read from the database is put in
-//! the map only if the follower applied nothing meanwhile: otherwise an entry about it could
-//! have been applied between the read and the insert, and the view might be older than the
-//! map's position. So a replica's cursors never go backwards, and an answer with cursor `c`
-//! reflects every event up to `c`.
+//! the map only if no entry about it was applied meanwhile (the follower keeps a window of the
+//! views its last entries changed; a fill it cannot check against the window is not kept):
+//! otherwise the view might be older than the map's position. So a replica's cursors never go
+//! backwards, and an answer with cursor `c` reflects every event up to `c`.
 //!
 //! The maps are [`moka`] caches (bounded by entries, TinyLFU admission); `read_cache_users = 0`
 //! turns them off and every read goes to the database.
@@ -61,9 +61,10 @@ pub(super) struct ReadModel {
     external_ids: Option<Cache<String, Arc<[UserId]>>>,
     /// Argyle's report id → ours: set once Argyle answered, never changed afterwards.
     argyle_ids: Option<Cache<String, ReportId>>,
-    /// The last log position applied. Readers take it shared, the follower exclusively while
-    /// it drops views and moves it, so a lookup and its position are consistent.
-    applied: RwLock<i64>,
+    /// The last log position applied and the views recent entries changed. Readers take it
+    /// shared, the follower exclusively while it drops views and moves it, so a lookup and its
+    /// position are consistent.
+    applied: RwLock<Applied>,
     /// `applied`, for readers waiting on a `min_cursor`.
     position: watch::Sender<i64>,
     /// Longest wait for the follower to reach a `min_cursor`.
@@ -78,7 +79,7 @@ impl ReadModel {
             reports: cache(capacity),
             external_ids: cache(capacity),
             argyle_ids: cache(capacity),
-            applied: RwLock::new(position),
+            applied: RwLock::new(Applied::at(position)),
             position: watch::channel(position).0,
             wait_max,
         })
@@ -89,11 +90,11 @@ impl ReadModel {
         *self
             .applied
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = position;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Applied::at(position);
         self.position.send_replace(position);
     }
 
-    fn applied(&self) -> std::sync::RwLockReadGuard<'_, i64> {
+    fn applied(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
         self.applied
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -101,7 +102,7 @@ impl ReadModel {
 
     /// The last log position applied.
     pub(super) fn position(&self) -> i64 {
-        *self.applied()
+        self.applied().position
     }
 
     /// Drops the views `events` change and moves to the last one's position. Called by the
@@ -116,28 +117,27 @@ impl ReadModel {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for logged in events {
-                let event = &logged.event;
+                let (seq, event) = (logged.seq, &logged.event);
                 if let Some(users) = &self.users {
                     users.invalidate(&event.user());
                 }
-                if let Some(reports) = &self.reports {
-                    for report in event.changed_reports() {
+                applied.touched(seq, View::User(event.user()));
+                for report in event.changed_reports() {
+                    if let Some(reports) = &self.reports {
                         reports.invalidate(&report);
                     }
+                    applied.touched(seq, View::Report(report));
                 }
-                if let (
-                    Some(external_ids),
-                    DomainEvent::ViewChanged {
-                        external_ids: new, ..
-                    },
-                ) = (&self.external_ids, event)
-                {
-                    for id in new {
-                        external_ids.invalidate(id);
+                if let DomainEvent::ViewChanged { external_ids, .. } = event {
+                    for id in external_ids {
+                        if let Some(cache) = &self.external_ids {
+                            cache.invalidate(id);
+                        }
+                        applied.touched(seq, View::ExternalId(id.clone()));
                     }
                 }
             }
-            *applied = (*applied).max(last);
+            applied.position = applied.position.max(last);
         }
         self.position.send_replace(last);
     }
@@ -160,21 +160,21 @@ impl ReadModel {
             Self::count(name, found.is_some());
         }
         match found {
-            Some(value) => Lookup::Hit(value, *applied),
-            None => Lookup::Miss(*applied),
+            Some(value) => Lookup::Hit(value, applied.position),
+            None => Lookup::Miss(applied.position),
         }
     }
 
-    /// Keeps a value read from the database while the model was at `read_at`, unless the
-    /// follower has applied anything since (the value could then be older than the model).
-    fn fill<K, V>(&self, cache: &Option<Cache<K, V>>, key: K, value: V, read_at: i64)
+    /// Keeps a value read from the database while the model was at `read_at`, unless an entry
+    /// about it may have been applied since (the value could then be older than the model).
+    fn fill<K, V>(&self, cache: &Option<Cache<K, V>>, key: K, view: View, value: V, read_at: i64)
     where
         K: std::hash::Hash + Eq + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
     {
         let applied = self.applied();
         if let Some(cache) = cache
-            && *applied == read_at
+            && applied.unchanged_since(read_at, &view)
         {
             cache.insert(key, value);
         }
@@ -218,6 +218,58 @@ impl ReadModel {
     }
 }
 
+/// A view the read model keeps, as the follower names what an entry changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum View {
+    User(UserId),
+    Report(ReportId),
+    ExternalId(String),
+}
+
+/// Views changed by the last entries the follower applied (at most this many).
+const WINDOW: usize = 8192;
+
+/// The follower's position and the views its most recent entries changed.
+struct Applied {
+    position: i64,
+    recent: std::collections::VecDeque<(i64, View)>,
+    /// Every change at or below this position has left the window.
+    forgotten: i64,
+}
+
+impl Applied {
+    fn at(position: i64) -> Self {
+        Self {
+            position,
+            recent: std::collections::VecDeque::with_capacity(WINDOW),
+            forgotten: position,
+        }
+    }
+
+    fn touched(&mut self, seq: i64, view: View) {
+        if self.recent.len() == WINDOW
+            && let Some((gone, _)) = self.recent.pop_front()
+        {
+            self.forgotten = gone;
+        }
+        self.recent.push_back((seq, view));
+    }
+
+    /// True when no entry after `read_at` changed `view` (as far as the window can tell).
+    fn unchanged_since(&self, read_at: i64, view: &View) -> bool {
+        if read_at == self.position {
+            return true;
+        }
+        read_at >= self.forgotten
+            && !self
+                .recent
+                .iter()
+                .rev()
+                .take_while(|(seq, _)| *seq > read_at)
+                .any(|(_, changed)| changed == view)
+    }
+}
+
 /// A cache of at most `capacity` entries; none when it is 0.
 fn cache<K, V>(capacity: u64) -> Option<Cache<K, V>>
 where
@@ -245,6 +297,33 @@ impl Core {
         self.read_model.reach(min, options.deadline, end).await
     }
 
+    /// Wakes the log follower after a commit whose last event is at `last`, and waits until
+    /// this process's read model has applied it, so that whatever answers the writer next
+    /// (a webhook's 2xx, a request's reply) is followed by reads that see the write. The wait
+    /// is bounded by `read_wait_max_ms`: the write is durable either way, and a follower that
+    /// slow is reported by the follower itself.
+    pub(super) async fn settle(&self, last: Option<i64>) {
+        let Some(last) = last else {
+            return;
+        };
+        self.log.committed();
+        let mut position = self.read_model.position.subscribe();
+        let limit = self.read_model.wait_max;
+        let applied = async {
+            tokio::select! {
+                _ = position.wait_for(|at| *at >= last) => true,
+                // The follower stops at shutdown: nothing will apply the write here.
+                _ = self.log.stopping() => true,
+            }
+        };
+        if tokio::time::timeout(limit, applied).await.is_err() {
+            tracing::warn!(
+                position = last,
+                "the read model had not applied a commit after read_wait_max_ms; answering anyway"
+            );
+        }
+    }
+
     /// One user's view from the read model, or from the database (then kept).
     pub(super) async fn user_view(&self, id: UserId) -> Result<Option<AsOf<Arc<User>>>, CoreError> {
         let model = &self.read_model;
@@ -258,7 +337,7 @@ impl Core {
                     return Ok(None);
                 };
                 let user = Arc::new(user);
-                model.fill(&model.users, id, user.clone(), at);
+                model.fill(&model.users, id, View::User(id), user.clone(), at);
                 Ok(Some(AsOf {
                     value: user,
                     cursor: Cursor(at),
@@ -281,7 +360,8 @@ impl Core {
                     .iter()
                     .map(|user| user.id)
                     .collect();
-                model.fill(&model.external_ids, key, holders.clone(), at);
+                let view = View::ExternalId(key.clone());
+                model.fill(&model.external_ids, key, view, holders.clone(), at);
                 Ok(holders)
             }
         }
@@ -318,9 +398,10 @@ impl Core {
         };
         let (id, argyle) = (found.1.id, found.1.argyle_report_id.clone());
         let found = Arc::new(found);
-        model.fill(&model.reports, id, found.clone(), at);
+        model.fill(&model.reports, id, View::Report(id), found.clone(), at);
         if let Some(argyle) = argyle {
-            model.fill(&model.argyle_ids, argyle, id, at);
+            // Set once Argyle answered, never changed: always safe to keep.
+            model.fill(&model.argyle_ids, argyle, View::Report(id), id, at);
         }
         Ok(Some(AsOf {
             value: found,
@@ -343,6 +424,12 @@ impl Core {
             })),
             position: model.position(),
         }
+    }
+
+    /// A user as the database holds it now, bypassing the read model (for tests and tools
+    /// that compare the two).
+    pub async fn stored_user(&self, user: UserId) -> Result<Option<User>, CoreError> {
+        Ok(self.store.user(user).await?)
     }
 
     /// The cached view of `user`, if any, without touching the database (for tests that

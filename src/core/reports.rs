@@ -263,9 +263,9 @@ impl Core {
         let event = user.record_request(report.clone());
         batch.save(loaded.users.values()).await?;
         batch.enqueue(&[job]).await?;
-        super::pipeline::commit(batch, &[event], at).await?;
-        self.log.committed();
+        let last = super::pipeline::commit(batch, &[event], at).await?;
         self.pipeline.wake.notify_one();
+        self.settle(last).await;
         Ok(report)
     }
 

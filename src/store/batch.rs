@@ -352,12 +352,13 @@ impl Batch {
         Ok(())
     }
 
-    /// Appends events to the log under the append lock (see `store::log`).
+    /// Appends events to the log under the append lock (see `store::log`); returns the last
+    /// entry's position, if any was appended.
     pub async fn append(
         &self,
         events: &[DomainEvent],
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         super::log::append(&self.txn, events, at).await
     }
 

@@ -31,9 +31,9 @@ pub(super) async fn append(
     txn: &impl ConnectionTrait,
     events: &[DomainEvent],
     at: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<Option<i64>, StoreError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let rows = events
         .iter()
@@ -63,7 +63,9 @@ pub(super) async fn append(
     event::Entity::insert_many(rows)
         .exec_without_returning(txn)
         .await?;
-    Ok(())
+    // Appends are serialised (the append lock, SQLite's single writer): the log's end inside
+    // this transaction is the last entry just appended.
+    Ok(Some(last_seq(txn).await?))
 }
 
 pub(super) async fn last_seq(db: &impl ConnectionTrait) -> Result<i64, StoreError> {

@@ -25,6 +25,7 @@ mod operations;
 mod process;
 mod progress;
 mod prometheus;
+mod read_model;
 mod readiness_scenarios;
 mod reflection;
 mod refused_writes;
