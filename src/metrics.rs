@@ -49,6 +49,14 @@ pub const OLDEST_PENDING_JOB_SECONDS: &str = "readiness_report_job_oldest_pendin
 /// (hit, miss).
 pub const READ_CACHE_LOOKUPS: &str = "readiness_read_cache_lookups_total";
 
+/// HTTP requests not served, by `reason`: `in_flight_limit` and `source_limit` (shed with 503
+/// before any work), `timeout` (answered 408 or 503 after `http_request_timeout_ms`).
+pub const HTTP_SHED: &str = "readiness_http_requests_shed_total";
+/// 1 while this replica would answer `/readyz` with 200, else 0 (refreshed every 5 s).
+pub const READY: &str = "readiness_ready";
+/// How long the user longest in PENDING has been there (0 when none), refreshed every 5 s.
+pub const OLDEST_PENDING_USER_SECONDS: &str = "readiness_user_oldest_pending_seconds";
+
 /// Deliveries stored per group-commit transaction (a count of deliveries, not bytes).
 pub const INGEST_BATCH_SIZE: &str = "readiness_ingest_batch_deliveries";
 
@@ -216,6 +224,27 @@ pub const DESCRIPTIONS: &[Description] = &[
         None,
         &["cache", "result"],
         "Lookups in this replica's read model, by cache (users, reports, external_ids, argyle_ids) and result (hit, miss; a miss reads the database).",
+    ),
+    describe(
+        HTTP_SHED,
+        Kind::Counter,
+        None,
+        &["reason"],
+        "HTTP requests not served, by reason: in_flight_limit and source_limit (shed with 503 and Retry-After before any work), timeout (no answer within http_request_timeout_ms).",
+    ),
+    describe(
+        READY,
+        Kind::Gauge,
+        None,
+        &[],
+        "1 while this replica is ready (GET /readyz would answer 200: the database answers and takes writes), else 0; refreshed every 5 seconds.",
+    ),
+    describe(
+        OLDEST_PENDING_USER_SECONDS,
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        &[],
+        "Seconds since the user longest in PENDING entered it (0 when no user is pending); one indexed query every 5 seconds, not per scrape.",
     ),
     describe(
         INGEST_BATCH_SIZE,

@@ -11,10 +11,15 @@ use std::time::{Duration, Instant};
 
 use super::ingest::{IngestReport, Outcome};
 use super::{Core, CoreError};
+use crate::domain::{ReadinessState, time};
 use crate::store::DatabaseFile;
 
 /// Least time between two probe writes while the database refuses writes.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often the health gauges (`readiness_ready`, the oldest PENDING user) are refreshed:
+/// one readiness check and one indexed query per interval, however often `/metrics` is scraped.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why the service should not take traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +146,35 @@ impl Health {
 }
 
 impl Core {
+    /// Starts the task that keeps the health gauges current until shutdown. Each refresh is
+    /// bounded by the interval, so a hung database leaves the replica counted as not ready.
+    pub(super) fn start_health_gauges(&self) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let ready = matches!(
+                    tokio::time::timeout(GAUGE_INTERVAL, core.ready()).await,
+                    Ok(Ok(()))
+                );
+                metrics::gauge!(crate::metrics::READY).set(if ready { 1.0 } else { 0.0 });
+                let pending = core.store.oldest_in_state(ReadinessState::Pending);
+                if let Ok(Ok(oldest)) = tokio::time::timeout(GAUGE_INTERVAL, pending).await {
+                    let age = oldest.map_or(0.0, |since| {
+                        (time::now() - since).num_milliseconds().max(0) as f64 / 1000.0
+                    });
+                    metrics::gauge!(crate::metrics::OLDEST_PENDING_USER_SECONDS).set(age);
+                }
+                tokio::select! {
+                    _ = core.log.stopping() => {
+                        metrics::gauge!(crate::metrics::READY).set(0.0);
+                        return;
+                    }
+                    _ = tokio::time::sleep(GAUGE_INTERVAL) => {}
+                }
+            }
+        });
+    }
+
     /// Whether to take traffic: the database file is the one opened, the database answers, and
     /// it takes writes. While it refuses writes, a caller finding the last failure at least
     /// [`PROBE_INTERVAL`] old makes one tiny write to find out whether that has changed.

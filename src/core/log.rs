@@ -182,6 +182,14 @@ impl LogShared {
 }
 
 impl Core {
+    /// When the user longest in `state` entered it, if any user is in it (one indexed query).
+    pub async fn oldest_in_state(
+        &self,
+        state: ReadinessState,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, CoreError> {
+        Ok(self.store.oldest_in_state(state).await?)
+    }
+
     /// Users per readiness state as of the log position this process has read (no query).
     pub fn users_by_state(&self) -> Vec<(ReadinessState, i64)> {
         self.log.users.get()

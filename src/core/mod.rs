@@ -153,6 +153,7 @@ impl Core {
         };
         core.start_follower().await?;
         core.start_workers();
+        core.start_health_gauges();
         Ok(core)
     }
 

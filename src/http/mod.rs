@@ -110,11 +110,13 @@ async fn shed_or_timed_out(
     error: tower::BoxError,
     timeout: std::time::Duration,
 ) -> axum::response::Response {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        ApiError::TimedOut { timeout }.into_response()
+    let (reason, error) = if error.is::<tower::timeout::error::Elapsed>() {
+        ("timeout", ApiError::TimedOut { timeout })
     } else {
-        ApiError::Overloaded.into_response()
-    }
+        ("in_flight_limit", ApiError::Overloaded)
+    };
+    metrics::counter!(crate::metrics::HTTP_SHED, "reason" => reason).increment(1);
+    error.into_response()
 }
 
 /// Liveness: the process answers.
@@ -123,7 +125,8 @@ async fn healthz() -> &'static str {
 }
 
 /// Prometheus text exposition. Nothing here touches the database: the user counts are kept
-/// current by the event-log follower, and the `process_*` metrics come from `/proc`.
+/// current by the event-log follower, readiness and the oldest PENDING user by a task that asks
+/// every few seconds (`core::health`), and the `process_*` metrics come from `/proc`.
 async fn metrics_text(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,

@@ -78,6 +78,7 @@ pub async fn limit(
 ) -> Response {
     let client = limiter.policy.client(peer.ip(), request.headers());
     let Some(held) = limiter.try_hold(client) else {
+        metrics::counter!(crate::metrics::HTTP_SHED, "reason" => "source_limit").increment(1);
         return ApiError::Overloaded.into_response();
     };
     let response = next.run(request).await;

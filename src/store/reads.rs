@@ -54,6 +54,23 @@ pub struct ReportQuery {
 }
 
 impl Store {
+    /// When the user longest in `state` entered it (`None` when no user is in it): one lookup
+    /// in the `users_state_state_since` index.
+    pub async fn oldest_in_state(
+        &self,
+        state: ReadinessState,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        Ok(user::Entity::find()
+            .select_only()
+            .column(user::Column::StateSince)
+            .filter(user::Column::State.eq(state.as_str()))
+            .order_by_asc(user::Column::StateSince)
+            .limit(1)
+            .into_tuple::<chrono::DateTime<chrono::Utc>>()
+            .one(&self.db)
+            .await?)
+    }
+
     /// One user with every account (one query: a LEFT JOIN).
     pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         let Some((row, accounts)) = user::Entity::find_by_id(id.to_string())

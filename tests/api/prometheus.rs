@@ -300,3 +300,239 @@ async fn a_real_prometheus_scrapes_the_service_and_answers_queries_about_it() {
     assert_eq!(target["health"], "up", "{targets}");
     assert_eq!(target["lastError"], "", "{targets}");
 }
+
+/// The repository's alert rules and dashboard.
+fn deploy_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
+}
+
+/// Every alert rule's name and PromQL expression in `deploy/prometheus/alerts.yaml`.
+fn alert_expressions() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(deploy_file("prometheus/alerts.yaml")).unwrap();
+    let rules: Value = serde_norway::from_str(&text).unwrap();
+    rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|group| group["rules"].as_array().unwrap().clone())
+        .map(|rule| {
+            (
+                rule["alert"].as_str().unwrap().to_owned(),
+                rule["expr"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Every panel's title and query in `deploy/grafana/readiness.json`, with the dashboard's
+/// variables replaced as Grafana would (`$job` by `readiness`, `$__rate_interval` by 30s).
+fn dashboard_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(deploy_file("grafana/readiness.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| {
+            let title = panel["title"].as_str().unwrap().to_owned();
+            panel["targets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |target| {
+                    let expr = target["expr"]
+                        .as_str()
+                        .unwrap()
+                        .replace("$job", "readiness")
+                        .replace("$__rate_interval", "30s");
+                    (title.clone(), expr)
+                })
+        })
+        .collect()
+}
+
+/// The metric names an expression reads (`readiness_*` and `process_*`, histogram series
+/// suffixes removed).
+fn metrics_named(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("readiness_") || word.starts_with("process_"))
+        .map(|word| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn every_metric_the_alerts_and_the_dashboard_read_is_one_the_service_exports() {
+    let exported: Vec<&str> = readiness::metrics::DESCRIPTIONS
+        .iter()
+        .map(|description| description.name)
+        .chain([
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_max_fds",
+        ])
+        .collect();
+    let expressions: Vec<(String, String)> = alert_expressions()
+        .into_iter()
+        .chain(dashboard_queries())
+        .collect();
+    assert!(expressions.len() > 30, "{expressions:?}");
+    for (name, expr) in &expressions {
+        let read = metrics_named(expr);
+        assert!(
+            !read.is_empty() || expr.starts_with("up{"),
+            "{name}: reads no metric of ours: {expr}"
+        );
+        for metric in read {
+            assert!(
+                exported.contains(&metric.as_str()),
+                "{name} reads {metric}, which the service does not export: {expr}"
+            );
+        }
+    }
+    let dashboard = dashboard_queries();
+    for family in [
+        "readiness_webhooks_received_total",
+        "readiness_webhook_apply_seconds",
+        "readiness_ingest_batch_deliveries",
+        "readiness_users",
+        "readiness_streams_open",
+        "readiness_stream_lag_seconds",
+        "readiness_grpc_requests_total",
+        "readiness_grpc_request_seconds",
+        "readiness_report_jobs",
+        "readiness_argyle_calls_total",
+    ] {
+        assert!(
+            dashboard
+                .iter()
+                .any(|(_, expr)| metrics_named(expr).iter().any(|m| m == family)),
+            "the dashboard has no panel on {family}"
+        );
+    }
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let test = "the_alert_rules_pass_promtool_check_and_their_unit_tests";
+    let Some(promtool) = prometheus_tool("promtool", test) else {
+        return;
+    };
+    for args in [
+        ["check", "rules", "alerts.yaml"],
+        ["test", "rules", "alerts.test.yaml"],
+    ] {
+        let run = Command::new(&promtool)
+            .args(args)
+            .current_dir(deploy_file("prometheus"))
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "promtool {}: {}\n{}{}",
+            args.join(" "),
+            run.status,
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_evaluates_every_alert_and_dashboard_query_on_the_services_metrics() {
+    let test =
+        "a_real_prometheus_evaluates_every_alert_and_dashboard_query_on_the_services_metrics";
+    let Some(binary) = prometheus_tool("prometheus", test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let mut prometheus = Prometheus::start(&binary, dir.path(), server.http);
+    prometheus
+        .query_until_present(r#"count_over_time(readiness_ready{job="readiness"}[1m]) >= 2"#)
+        .await;
+    // Traffic across several scrapes, so that rates have two samples to work on.
+    let user = new_id();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ReadinessServiceClient::new(channel);
+    for _ in 0..4 {
+        assert_eq!(
+            post(&server, &body::connected(&user, &new_id()), true).await,
+            200
+        );
+        assert_eq!(post(&server, "{}", false).await, 401);
+        client
+            .get_user_readiness(pb::GetUserReadinessRequest {
+                user: Some(pb::get_user_readiness_request::User::UserId(user.clone())),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+    }
+
+    // What this traffic must show, through the dashboard's own queries.
+    let shown = prometheus
+        .query_until_present(
+            r#"max by (state) (readiness_users{job="readiness",state="pending"}) == 1"#,
+        )
+        .await;
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    let ready = prometheus
+        .query_until_present(r#"readiness_ready{job="readiness"} == 1"#)
+        .await;
+    assert_eq!(ready.len(), 1, "the replica is ready: {ready:?}");
+    let pending = prometheus
+        .query_until_present(r#"readiness_user_oldest_pending_seconds{job="readiness"} > 0"#)
+        .await;
+    assert!(sample_value(&pending[0]) < 600.0, "{pending:?}");
+
+    prometheus
+        .query_until_present(
+            r#"sum(rate(readiness_webhooks_received_total{job="readiness"}[30s])) > 0"#,
+        )
+        .await;
+
+    let mut with_data = Vec::new();
+    for (name, expr) in alert_expressions().into_iter().chain(dashboard_queries()) {
+        // `api` fails the test on anything but "success": a parse or evaluation error.
+        let data = prometheus
+            .api(&format!("query?query={}", urlencode(&expr)))
+            .await
+            .unwrap_or_else(|| panic!("{name}: no answer for {expr}"));
+        if data["result"]
+            .as_array()
+            .is_some_and(|result| !result.is_empty())
+        {
+            with_data.push(name);
+        }
+    }
+    for panel in [
+        "Webhooks by outcome",
+        "Webhooks by event",
+        "Shed, signature failures, quarantined",
+        "Users by readiness state",
+        "Oldest PENDING user",
+        "gRPC requests by method",
+        "Ready replicas and database errors",
+        "Resident memory",
+    ] {
+        assert!(
+            with_data.iter().any(|name| name == panel),
+            "the panel {panel:?} shows nothing after traffic; with data: {with_data:?}"
+        );
+    }
+}

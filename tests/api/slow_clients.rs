@@ -586,6 +586,14 @@ async fn one_source_cannot_take_every_in_flight_slot() {
             && a.body.contains("\"error\":\"overloaded\"")));
     }
     assert_eq!(response.status(), 200);
+    let metrics = reqwest::get(service.url("/metrics")).await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "readiness_http_requests_shed_total{reason=\"source_limit\"} 6"),
+        "the six shed requests are counted:\n{metrics}"
+    );
 }
 
 #[tokio::test]

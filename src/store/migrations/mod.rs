@@ -8,6 +8,7 @@ mod m20261127_000002_users_external_id_user_id;
 mod m20261127_000003_write_probe;
 mod m20261130_000004_user_external_ids;
 mod m20261130_000005_report_pipeline;
+mod m20261130_000006_users_state_since;
 
 /// Every migration, in order. Run at start-up by [`super::connect`].
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_write_probe::Migration),
             Box::new(m20261130_000004_user_external_ids::Migration),
             Box::new(m20261130_000005_report_pipeline::Migration),
+            Box::new(m20261130_000006_users_state_since::Migration),
         ]
     }
 }
