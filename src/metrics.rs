@@ -57,6 +57,9 @@ pub const READY: &str = "readiness_ready";
 /// How long the user longest in PENDING has been there (0 when none), refreshed every 5 s.
 pub const OLDEST_PENDING_USER_SECONDS: &str = "readiness_user_oldest_pending_seconds";
 
+/// Views held by this replica's read model, by `cache` (users, reports).
+pub const READ_CACHE_ENTRIES: &str = "readiness_read_cache_entries";
+
 /// Deliveries stored per group-commit transaction (a count of deliveries, not bytes).
 pub const INGEST_BATCH_SIZE: &str = "readiness_ingest_batch_deliveries";
 
@@ -224,6 +227,13 @@ pub const DESCRIPTIONS: &[Description] = &[
         None,
         &["cache", "result"],
         "Lookups in this replica's read model, by cache (users, reports, external_ids, argyle_ids) and result (hit, miss; a miss reads the database).",
+    ),
+    describe(
+        READ_CACHE_ENTRIES,
+        Kind::Gauge,
+        None,
+        &["cache"],
+        "Views held by this replica's read model, by cache (users, reports); at most read_cache_users each.",
     ),
     describe(
         HTTP_SHED,

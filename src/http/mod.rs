@@ -125,7 +125,8 @@ async fn healthz() -> &'static str {
 }
 
 /// Prometheus text exposition. Nothing here touches the database: the user counts are kept
-/// current by the event-log follower, readiness and the oldest PENDING user by a task that asks
+/// current by the event-log follower, the read model's sizes are in memory, readiness and the
+/// oldest PENDING user are kept by a task that asks
 /// every few seconds (`core::health`), and the `process_*` metrics come from `/proc`.
 async fn metrics_text(
     State(state): State<HttpState>,
@@ -138,6 +139,10 @@ async fn metrics_text(
     }
     for (readiness, count) in state.core.users_by_state() {
         metrics::gauge!(crate::metrics::USERS, "state" => readiness.as_str()).set(count as f64);
+    }
+    let cached = state.core.read_model_stats();
+    for (cache, entries) in [("users", cached.users), ("reports", cached.reports)] {
+        metrics::gauge!(crate::metrics::READ_CACHE_ENTRIES, "cache" => cache).set(entries as f64);
     }
     crate::metrics::collect_process();
     Ok((

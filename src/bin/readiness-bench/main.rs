@@ -41,6 +41,8 @@ enum Command {
     Seed(seed::SeedArgs),
     /// Send `GetUserReadiness` for random seeded users from N concurrent streams.
     Query(query::QueryArgs),
+    /// Write one seeded user's `GetUserReadiness` request as a gRPC frame (for h2load `-d`).
+    Frame(query::FrameArgs),
     /// Open N `StreamReportEvents` subscribers, deliver reports.generated webhooks, and measure
     /// the time from each 2xx to the event on every subscriber.
     Fanout(streams::FanoutArgs),
@@ -62,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Seed(args) => seed::run(args).await,
             Command::Query(args) => query::run(args).await,
+            Command::Frame(args) => query::frame(args),
             Command::Fanout(args) => streams::fanout(args).await,
             Command::Catchup(args) => streams::catchup(args).await,
             Command::Explain(args) => explain::run(args).await,

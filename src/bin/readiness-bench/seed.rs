@@ -36,6 +36,11 @@ pub struct SeedArgs {
     /// Report events to append to the log.
     #[arg(long, default_value_t = 0)]
     events: u64,
+    /// Internal log entries (`view_changed`, never streamed) appended after each report event,
+    /// as ingest writes them when a delivery changes a view and nothing else: catch-up must
+    /// skip them.
+    #[arg(long, default_value_t = 0)]
+    internal_per_event: u64,
 }
 
 /// The id of seeded user `index`.
@@ -151,26 +156,36 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<Value> {
     let mut written = 0;
     while written < args.events {
         let batch = CHUNK.min(args.events - written);
-        let rows = (written..written + batch)
-            .map(|n| {
-                let owner = user_id(n % args.to.max(1));
-                let report = Uuid::new_v5(&NAMESPACE, format!("report-{n}").as_bytes());
-                let event = DomainEvent::ReportGenerated {
-                    report: ReportId(report),
-                    user: UserId(owner),
-                    report_type: "voie".into(),
-                    argyle_report_id: Some(format!("bench-report-{n}")),
-                    snapshot: None,
-                };
-                Ok(event::ActiveModel {
-                    kind: Set(event.kind().to_owned()),
+        let mut rows = Vec::new();
+        for n in written..written + batch {
+            let owner = user_id(n % args.to.max(1));
+            let report = Uuid::new_v5(&NAMESPACE, format!("report-{n}").as_bytes());
+            let generated = DomainEvent::ReportGenerated {
+                report: ReportId(report),
+                user: UserId(owner),
+                report_type: "voie".into(),
+                argyle_report_id: Some(format!("bench-report-{n}")),
+                snapshot: None,
+            };
+            let internal = DomainEvent::ViewChanged {
+                user: UserId(owner),
+                reports: vec![],
+                external_ids: vec![],
+            };
+            let entries = std::iter::once(&generated).chain(std::iter::repeat_n(
+                &internal,
+                args.internal_per_event as usize,
+            ));
+            for entry in entries {
+                rows.push(event::ActiveModel {
+                    kind: Set(entry.kind().to_owned()),
                     user_id: Set(owner.to_string()),
-                    payload: Set(serde_json::to_string(&event)?),
+                    payload: Set(serde_json::to_string(entry)?),
                     recorded_at: Set(at(n)),
                     ..Default::default()
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+                });
+            }
+        }
         event::Entity::insert_many(rows)
             .exec_without_returning(&db)
             .await?;
