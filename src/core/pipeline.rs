@@ -48,15 +48,7 @@ pub(super) async fn store_batch(
     reports: &Pipeline,
 ) -> Result<(Vec<IngestReport>, Option<i64>), CoreError> {
     let at = time::now();
-    // One inbox row per distinct body; later copies in the batch get the first one's verdict.
-    let mut distinct_of: HashMap<&str, usize> = HashMap::new();
-    let mut firsts: Vec<usize> = Vec::new();
-    for (index, job) in jobs.iter().enumerate() {
-        distinct_of.entry(job.sha.as_str()).or_insert_with(|| {
-            firsts.push(index);
-            firsts.len() - 1
-        });
-    }
+    let (distinct_of, firsts) = distinct_bodies(jobs);
 
     let batch = store.begin_batch().await?;
     let apply_span = tracing::info_span!(parent: parent, "apply", batch = jobs.len());
@@ -114,6 +106,20 @@ pub(super) async fn store_batch(
         })
         .collect();
     Ok((reports, appended))
+}
+
+/// One inbox row per distinct body: each body's index among the distinct ones, and the job
+/// index of each distinct body's first copy (later copies get the first one's verdict).
+fn distinct_bodies(jobs: &[Job]) -> (HashMap<&str, usize>, Vec<usize>) {
+    let mut distinct_of: HashMap<&str, usize> = HashMap::new();
+    let mut firsts: Vec<usize> = Vec::new();
+    for (index, job) in jobs.iter().enumerate() {
+        distinct_of.entry(job.sha.as_str()).or_insert_with(|| {
+            firsts.push(index);
+            firsts.len() - 1
+        });
+    }
+    (distinct_of, firsts)
 }
 
 /// Appends `events` (under the log's append lock) and commits; returns the log position of the
@@ -179,29 +185,7 @@ pub(super) async fn apply(
     inputs: &[Input<'_>],
     reports: &Pipeline,
 ) -> Result<Applied, CoreError> {
-    let mut wanted = Wanted {
-        requests_since: reports.requests_since(at),
-        ..Wanted::default()
-    };
-    for input in inputs {
-        let Some(owner) = input.event.user() else {
-            continue;
-        };
-        wanted.users.insert(owner);
-        wanted.accounts.extend(user::accounts_named(input.event));
-        if let Some(report) = user::report_named(input.event, input.content_key) {
-            wanted.reports.insert(report, owner);
-            wanted.report_deliveries.insert(input.delivery_id, owner);
-        }
-        if let ArgyleEvent::ReportGenerated {
-            argyle_report_id: Some(id),
-            ..
-        } = input.event
-        {
-            wanted.argyle_reports.insert(id.clone(), owner);
-        }
-    }
-    let mut loaded = batch.load(&wanted).await?;
+    let mut loaded = batch.load(&wanted(inputs, reports.requests_since(at))).await?;
     let mut outcomes = Vec::with_capacity(inputs.len());
     let (mut events, mut jobs) = (Vec::new(), Vec::new());
     for input in inputs {
@@ -245,6 +229,34 @@ pub(super) async fn apply(
         events,
         jobs: jobs.len(),
     })
+}
+
+/// What applying `inputs` needs loaded: their users, the accounts and reports they name, and
+/// each user's report requests since `requests_since` (the daily cap), if any.
+fn wanted(inputs: &[Input<'_>], requests_since: Option<DateTime<Utc>>) -> Wanted {
+    let mut wanted = Wanted {
+        requests_since,
+        ..Wanted::default()
+    };
+    for input in inputs {
+        let Some(owner) = input.event.user() else {
+            continue;
+        };
+        wanted.users.insert(owner);
+        wanted.accounts.extend(user::accounts_named(input.event));
+        if let Some(report) = user::report_named(input.event, input.content_key) {
+            wanted.reports.insert(report, owner);
+            wanted.report_deliveries.insert(input.delivery_id, owner);
+        }
+        if let ArgyleEvent::ReportGenerated {
+            argyle_report_id: Some(id),
+            ..
+        } = input.event
+        {
+            wanted.argyle_reports.insert(id.clone(), owner);
+        }
+    }
+    wanted
 }
 
 /// The inbox row of a delivery, with the verdict known before applying it.

@@ -189,6 +189,40 @@ pub enum DocumentFormat {
     Json,
 }
 
+/// The answer to a request whose `request_id` was used before: the same report for the same
+/// arguments, `InvalidArgument` for others.
+fn answered_before(
+    earlier: Report,
+    fingerprint: &str,
+    request_id: &str,
+) -> Result<Report, CoreError> {
+    if earlier.request_fingerprint.as_deref() == Some(fingerprint) {
+        Ok(earlier)
+    } else {
+        Err(CoreError::InvalidArgument {
+            field: "request_id",
+            reason: format!(
+                "{} was used with other arguments (another user, type or metadata)",
+                echo(request_id)
+            ),
+        })
+    }
+}
+
+/// Whether `user` may have a report requested now: READY, and under the daily cap.
+fn may_request(user: &User, at: DateTime<Utc>) -> Result<(), CoreError> {
+    if user.readiness != ReadinessState::Ready {
+        return Err(CoreError::FailedPrecondition(format!(
+            "user {} is {}, not ready: a report cannot be generated now",
+            user.id, user.readiness
+        )));
+    }
+    if user.requests_in_the_last_day(at) >= DAILY_CAP {
+        return Err(CoreError::ResourceExhausted(cap_reached(user.id)));
+    }
+    Ok(())
+}
+
 impl Core {
     /// Asks Argyle for a report for a READY user, once per `request_id` (the same key with the
     /// same arguments answers the same report; with others, `InvalidArgument`). The report is
@@ -218,17 +252,7 @@ impl Core {
         let _writer = super::hold(&self.write_lock).await;
         let batch = self.store.begin_batch().await?;
         if let Some(earlier) = batch.report_by_request_id(&request_id).await? {
-            return if earlier.request_fingerprint.as_deref() == Some(fingerprint.as_str()) {
-                Ok(earlier)
-            } else {
-                Err(CoreError::InvalidArgument {
-                    field: "request_id",
-                    reason: format!(
-                        "{} was used with other arguments (another user, type or metadata)",
-                        echo(&request_id)
-                    ),
-                })
-            };
+            return answered_before(earlier, &fingerprint, &request_id);
         }
         let wanted = crate::store::Wanted {
             users: [user_id].into(),
@@ -240,15 +264,7 @@ impl Core {
             .users
             .get_mut(&user_id)
             .ok_or_else(|| CoreError::NotFound(format!("user {user_id}")))?;
-        if user.readiness != ReadinessState::Ready {
-            return Err(CoreError::FailedPrecondition(format!(
-                "user {user_id} is {}, not ready: a report cannot be generated now",
-                user.readiness
-            )));
-        }
-        if user.requests_in_the_last_day(at) >= DAILY_CAP {
-            return Err(CoreError::ResourceExhausted(cap_reached(user_id)));
-        }
+        may_request(user, at)?;
         let request = Request {
             id: request_report_id(&key),
             user: user_id,

@@ -49,28 +49,7 @@ async fn accept(
     if !state.sources.allows(client) {
         return Err(ApiError::ForbiddenSource(client));
     }
-    let limit = state.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(ApiError::TooLarge { limit });
-    }
-    check_content_type(&headers)?;
-    // One deadline for the whole body: a sender trickling bytes cannot hold a slot for long.
-    let body = tokio::time::timeout(state.body_timeout, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| ApiError::BodyTimeout {
-            secs: state.body_timeout.as_secs(),
-        })?;
-    let body = match body {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(ApiError::TooLarge { limit });
-        }
-        Err(error) => return Err(ApiError::UnreadableBody(error.to_string())),
-    };
+    let body = read_body(&state, &headers, body).await?;
 
     let mut signatures = headers.get_all(SIGNATURE_HEADER).iter();
     let signature = signatures.next().map(|value| value.as_bytes());
@@ -106,6 +85,37 @@ async fn accept(
             "event": report.event_name,
         })),
     ))
+}
+
+/// The request's body: refused before reading when its declared length is over the limit or
+/// its content type is not JSON, then read with one deadline for all of it.
+async fn read_body(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    check_content_type(headers)?;
+    // One deadline for the whole body: a sender trickling bytes cannot hold a slot for long.
+    let body = tokio::time::timeout(state.body_timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            secs: state.body_timeout.as_secs(),
+        })?;
+    match body {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::TooLarge { limit })
+        }
+        Err(error) => Err(ApiError::UnreadableBody(error.to_string())),
+    }
 }
 
 /// Accepts `application/json` (with parameters such as `charset`) and `application/*+json`.
