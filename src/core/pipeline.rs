@@ -185,7 +185,9 @@ pub(super) async fn apply(
     inputs: &[Input<'_>],
     reports: &Pipeline,
 ) -> Result<Applied, CoreError> {
-    let mut loaded = batch.load(&wanted(inputs, reports.requests_since(at))).await?;
+    let mut loaded = batch
+        .load(&wanted(inputs, reports.requests_since(at)))
+        .await?;
     let mut outcomes = Vec::with_capacity(inputs.len());
     let (mut events, mut jobs) = (Vec::new(), Vec::new());
     for input in inputs {

@@ -11,11 +11,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, TryInsertResult,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
+    DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait, TryInsertResult,
 };
 
 use super::entities::{account, delivery, report, user, user_external_id};
+use super::pg_rows::{Conflict, RowsWrite};
 use super::rows::{
     account_row, parse_id, parse_name, report_from_row, report_row, user_from_rows, user_row,
 };
@@ -132,16 +134,7 @@ impl Batch {
         if rows.is_empty() {
             return Ok(vec![]);
         }
-        let inserted = delivery::Entity::insert_many(rows.iter().map(delivery_row))
-            .on_conflict_do_nothing_on([delivery::Column::BodySha256])
-            .exec_with_returning_many(&self.txn)
-            .await?;
-        let new: HashMap<String, i64> = match inserted {
-            TryInsertResult::Inserted(rows) => {
-                rows.into_iter().map(|r| (r.body_sha256, r.id)).collect()
-            }
-            TryInsertResult::Conflicted | TryInsertResult::Empty => HashMap::new(),
-        };
+        let new = self.insert_new_deliveries(rows).await?;
         let seen: Vec<&str> = rows
             .iter()
             .map(|row| row.body_sha256)
@@ -177,6 +170,34 @@ impl Batch {
                 }
             })
             .collect()
+    }
+
+    /// Inserts the rows whose body is not stored yet; returns their ids by body hash.
+    async fn insert_new_deliveries(
+        &self,
+        rows: &[NewDelivery<'_>],
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let rows: Vec<delivery::ActiveModel> = rows.iter().map(delivery_row).collect();
+        if self.txn.get_database_backend() == DbBackend::Postgres {
+            let key = [delivery::Column::BodySha256];
+            return RowsWrite::new(&rows, Conflict::Ignore(&key))?
+                .returning("body_sha256, id")
+                .run(&self.txn)
+                .await?
+                .into_iter()
+                .map(|row| Ok((row.try_get("", "body_sha256")?, row.try_get("", "id")?)))
+                .collect();
+        }
+        let inserted = delivery::Entity::insert_many(rows)
+            .on_conflict_do_nothing_on([delivery::Column::BodySha256])
+            .exec_with_returning_many(&self.txn)
+            .await?;
+        Ok(match inserted {
+            TryInsertResult::Inserted(rows) => {
+                rows.into_iter().map(|r| (r.body_sha256, r.id)).collect()
+            }
+            TryInsertResult::Conflicted | TryInsertResult::Empty => HashMap::new(),
+        })
     }
 
     /// Reads what the batch's events touch: its users (locked, in user-id order, so batches of
@@ -324,32 +345,32 @@ impl Batch {
                 }
             }));
         }
-        if !created.is_empty() {
-            // A plain insert: a user created meanwhile by another replica fails the batch, which
-            // is then retried delivery by delivery.
-            user::Entity::insert_many(created)
-                .exec_without_returning(&self.txn)
-                .await?;
-        }
-        upsert(&self.txn, updated, user::Column::UserId, USER_CHANGES).await?;
-        upsert(
+        // A plain insert: a user created meanwhile by another replica fails the batch, which is
+        // then retried delivery by delivery.
+        write(&self.txn, created, Conflict::Fail).await?;
+        write(
             &self.txn,
-            accounts,
-            account::Column::AccountId,
-            ACCOUNT_CHANGES,
+            updated,
+            Conflict::Update(user::Column::UserId, &USER_CHANGES),
         )
         .await?;
-        upsert(&self.txn, reports, report::Column::Id, REPORT_CHANGES).await?;
-        if !external_ids.is_empty() {
-            user_external_id::Entity::insert_many(external_ids)
-                .on_conflict_do_nothing_on([
-                    user_external_id::Column::ExternalId,
-                    user_external_id::Column::UserId,
-                ])
-                .exec_without_returning(&self.txn)
-                .await?;
-        }
-        Ok(())
+        write(
+            &self.txn,
+            accounts,
+            Conflict::Update(account::Column::AccountId, &ACCOUNT_CHANGES),
+        )
+        .await?;
+        write(
+            &self.txn,
+            reports,
+            Conflict::Update(report::Column::Id, &REPORT_CHANGES),
+        )
+        .await?;
+        let key = [
+            user_external_id::Column::ExternalId,
+            user_external_id::Column::UserId,
+        ];
+        write(&self.txn, external_ids, Conflict::Ignore(&key)).await
     }
 
     /// Appends events to the log under the append lock (see `store::log`); returns the last
@@ -388,12 +409,12 @@ fn delivery_row(row: &NewDelivery<'_>) -> delivery::ActiveModel {
     }
 }
 
-/// Inserts `rows`, or updates `columns` of those whose `key` exists: one statement, none if empty.
-async fn upsert<A>(
+/// Writes `rows` as `conflict` says: one statement, none if empty (on PostgreSQL with a text
+/// that does not depend on how many rows there are, see `store::pg_rows`).
+async fn write<A>(
     txn: &DatabaseTransaction,
     rows: Vec<A>,
-    key: <A::Entity as EntityTrait>::Column,
-    columns: impl IntoIterator<Item = <A::Entity as EntityTrait>::Column>,
+    conflict: Conflict<'_, A::Entity>,
 ) -> Result<(), StoreError>
 where
     A: ActiveModelTrait + Send,
@@ -402,9 +423,30 @@ where
     if rows.is_empty() {
         return Ok(());
     }
-    <A::Entity as EntityTrait>::insert_many(rows)
-        .on_conflict(OnConflict::column(key).update_columns(columns).to_owned())
-        .exec_without_returning(txn)
-        .await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        RowsWrite::new(&rows, conflict)?.run(txn).await?;
+        return Ok(());
+    }
+    let insert = <A::Entity as EntityTrait>::insert_many(rows);
+    match conflict {
+        Conflict::Fail => {
+            insert.exec_without_returning(txn).await?;
+        }
+        Conflict::Ignore(key) => {
+            insert
+                .on_conflict_do_nothing_on(key.iter().copied())
+                .exec_without_returning(txn)
+                .await?;
+        }
+        Conflict::Update(key, columns) => {
+            let update = OnConflict::column(key)
+                .update_columns(columns.iter().copied())
+                .to_owned();
+            insert
+                .on_conflict(update)
+                .exec_without_returning(txn)
+                .await?;
+        }
+    }
     Ok(())
 }

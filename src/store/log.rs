@@ -12,10 +12,11 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, TransactionTrait,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use super::entities::{event, user};
+use super::pg_rows::{Conflict, RowsWrite};
 use super::{Store, StoreError};
 use crate::domain::ReadinessState;
 use crate::domain::events::{DomainEvent, LoggedEvent};
@@ -52,20 +53,25 @@ pub(super) async fn append(
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_raw(Statement::from_string(
-            DbBackend::Postgres,
-            format!(
-                "SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}), pg_notify('{NOTIFY_CHANNEL}', '')"
-            ),
-        ))
-        .await?;
+        // One statement: the lock is taken before the rows draw their sequence numbers.
+        let lock = format!(
+            "SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}), pg_notify('{NOTIFY_CHANNEL}', '')"
+        );
+        let appended = RowsWrite::new(&rows, Conflict::Fail)?
+            .after(&lock)
+            .returning("seq")
+            .run(txn)
+            .await?;
+        let mut last = None;
+        for row in appended {
+            last = last.max(Some(row.try_get::<i64>("", "seq")?));
+        }
+        return Ok(last);
     }
-    event::Entity::insert_many(rows)
-        .exec_without_returning(txn)
+    let appended = event::Entity::insert_many(rows)
+        .exec_with_returning_keys(txn)
         .await?;
-    // Appends are serialised (the append lock, SQLite's single writer): the log's end inside
-    // this transaction is the last entry just appended.
-    Ok(Some(last_seq(txn).await?))
+    Ok(appended.into_iter().max())
 }
 
 pub(super) async fn last_seq(db: &impl ConnectionTrait) -> Result<i64, StoreError> {

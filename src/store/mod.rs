@@ -8,6 +8,7 @@ mod inbox;
 mod jobs;
 pub mod log;
 pub mod migrations;
+mod pg_rows;
 mod reads;
 mod rows;
 

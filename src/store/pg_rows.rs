@@ -1,0 +1,177 @@
+//! PostgreSQL's multi-row writes with statements whose text does not depend on the batch: the
+//! rows travel as one JSON array parameter, expanded by `json_populate_recordset` into the
+//! table's own row type. sqlx prepares each text once per connection, and PostgreSQL plans it
+//! once; a `VALUES` list instead has one text per batch size, each prepared and planned anew
+//! and competing for the statement cache. (Arrays with `UNNEST` do the same, but sea-query binds
+//! no arrays holding NULL, and most of these columns are nullable.) SQLite keeps the `VALUES`
+//! lists: it has no network round trip and plans in microseconds.
+
+use sea_orm::sea_query::Value;
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, Iterable, QueryResult,
+    Statement,
+};
+
+use super::StoreError;
+
+/// A multi-row write of `rows` as one statement with a fixed text.
+pub(super) struct RowsWrite<'a, E: EntityTrait> {
+    columns: Vec<E::Column>,
+    json: String,
+    conflict: Conflict<'a, E>,
+    returning: &'a str,
+    /// Taken before the rows are written (the event log's append lock), in the same statement.
+    prefix: &'a str,
+}
+
+/// What to do with a row whose key exists.
+pub(super) enum Conflict<'a, E: EntityTrait> {
+    /// Fail (a plain insert).
+    Fail,
+    /// Keep the existing row.
+    Ignore(&'a [E::Column]),
+    /// Update these columns from the new row.
+    Update(E::Column, &'a [E::Column]),
+}
+
+impl<'a, E: EntityTrait> RowsWrite<'a, E> {
+    /// `rows` as JSON objects of the columns they set (the same columns in every row).
+    pub(super) fn new<A>(rows: &[A], conflict: Conflict<'a, E>) -> Result<Self, StoreError>
+    where
+        A: ActiveModelTrait<Entity = E>,
+    {
+        let columns: Vec<E::Column> = match rows.first() {
+            Some(first) => E::Column::iter()
+                .filter(|column| first.get(*column).is_set())
+                .collect(),
+            None => vec![],
+        };
+        let objects: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| {
+                columns
+                    .iter()
+                    .map(|column| {
+                        let value = row.get(*column).into_value().unwrap_or(Value::Bool(None));
+                        Ok((column.as_str().to_owned(), json(&value)?))
+                    })
+                    .collect::<Result<serde_json::Map<_, _>, StoreError>>()
+                    .map(serde_json::Value::Object)
+            })
+            .collect::<Result<_, _>>()?;
+        let json = serde_json::to_string(&objects).map_err(|error| StoreError::Corrupt {
+            table: E::default().table_name(),
+            detail: format!("rows do not serialise: {error}"),
+        })?;
+        Ok(Self {
+            columns,
+            json,
+            conflict,
+            returning: "",
+            prefix: "",
+        })
+    }
+
+    /// Adds `RETURNING <columns>`.
+    pub(super) fn returning(mut self, columns: &'a str) -> Self {
+        self.returning = columns;
+        self
+    }
+
+    /// Runs `select` (a `SELECT` of functions, such as a lock) in the same statement before any
+    /// row is written.
+    pub(super) fn after(mut self, select: &'a str) -> Self {
+        self.prefix = select;
+        self
+    }
+
+    fn statement(&self) -> Statement {
+        let table = E::default().table_name();
+        let columns = self
+            .columns
+            .iter()
+            .map(|column| format!("\"{}\"", column.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (with, from) = if self.prefix.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (
+                format!("WITH first AS MATERIALIZED ({}) ", self.prefix),
+                "first, ".to_owned(),
+            )
+        };
+        let conflict = match &self.conflict {
+            Conflict::Fail => String::new(),
+            Conflict::Ignore(key) => format!(" ON CONFLICT ({}) DO NOTHING", names(key)),
+            Conflict::Update(key, updated) => format!(
+                " ON CONFLICT (\"{}\") DO UPDATE SET {}",
+                key.as_str(),
+                updated
+                    .iter()
+                    .map(|column| format!("\"{0}\" = EXCLUDED.\"{0}\"", column.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let returning = if self.returning.is_empty() {
+            String::new()
+        } else {
+            format!(" RETURNING {}", self.returning)
+        };
+        // In the JSON's order: the rows come out of the ordered subquery as they went in.
+        let sql = format!(
+            "{with}INSERT INTO \"{table}\" ({columns}) SELECT {columns} FROM (SELECT r.* FROM \
+             {from}json_populate_recordset(NULL::\"{table}\", $1::json) WITH ORDINALITY AS r \
+             ORDER BY r.ordinality) AS rows{conflict}{returning}"
+        );
+        Statement::from_sql_and_values(DbBackend::Postgres, sql, [self.json.clone().into()])
+    }
+
+    /// Writes the rows; returns what `RETURNING` names, one result per row written.
+    pub(super) async fn run(
+        self,
+        db: &impl ConnectionTrait,
+    ) -> Result<Vec<QueryResult>, StoreError> {
+        if self.columns.is_empty() {
+            return Ok(vec![]);
+        }
+        Ok(db.query_all_raw(self.statement()).await?)
+    }
+}
+
+fn names<C: IdenStatic>(columns: &[C]) -> String {
+    columns
+        .iter()
+        .map(|column| format!("\"{}\"", column.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A column value as `json_populate_recordset` reads it into the column's type.
+fn json(value: &Value) -> Result<serde_json::Value, StoreError> {
+    use serde_json::Value as Json;
+    Ok(match value {
+        Value::String(Some(text)) => Json::String(text.clone()),
+        Value::BigInt(Some(n)) => Json::from(*n),
+        Value::Int(Some(n)) => Json::from(*n),
+        Value::Bool(Some(b)) => Json::Bool(*b),
+        // bytea's hex input format.
+        Value::Bytes(Some(bytes)) => Json::String(format!("\\x{}", hex::encode(bytes))),
+        Value::ChronoDateTimeUtc(Some(at)) => {
+            Json::String(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        }
+        Value::String(None)
+        | Value::BigInt(None)
+        | Value::Int(None)
+        | Value::Bool(None)
+        | Value::Bytes(None)
+        | Value::ChronoDateTimeUtc(None) => Json::Null,
+        other => {
+            return Err(StoreError::Corrupt {
+                table: "-",
+                detail: format!("no JSON form for the column value {other:?}"),
+            });
+        }
+    })
+}
