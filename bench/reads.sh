@@ -59,12 +59,12 @@ import re, sys
 label, text, log, gen, cpu0, cpu1, secs = sys.argv[1:]
 t = open(text).read()
 rate = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", t).group(1))
-ok = int(re.search(r"(\d+) 2xx", t).group(1))
-done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", t).group(1))
+codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", t)
+ok, other = int(codes.group(1)), sum(int(codes.group(i)) for i in (2, 3, 4))
 d = sorted(int(line.split()[2]) for line in open(log) if line.strip())
 q = lambda p: d[min(len(d) - 1, int(p * len(d)))] / 1000
 server = (float(cpu1) - float(cpu0)) / float(secs) * 100
-print(f"{label}|{rate:.0f}|{ok}|{done - ok}|{q(0.5):.2f}|{q(0.99):.2f}|{d[-1] / 1000:.2f}|{float(gen) / float(secs) * 100:.0f}|{server:.0f}")
+print(f"{label}|{rate:.0f}|{ok}|{other}|{q(0.5):.2f}|{q(0.99):.2f}|{d[-1] / 1000:.2f}|{float(gen) / float(secs) * 100:.0f}|{server:.0f}")
 PY
 }
 

@@ -36,7 +36,7 @@ pub use reports::{DAILY_CAP, DocumentFormat, PipelineOptions, ReportRequest};
 pub use crate::domain::events::LoggedEvent;
 pub use crate::domain::inbox::{InboxFilter, StoredDelivery};
 pub use crate::domain::report::Report;
-pub use crate::domain::user::{Account, User};
+pub use crate::domain::user::{Account, AccountView, User, UserView};
 
 /// Why a use case failed, in terms both transports map once.
 #[derive(Debug, thiserror::Error)]

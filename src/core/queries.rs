@@ -7,7 +7,7 @@ use super::log::Cursor;
 use super::read_model::{AsOf, ReadOptions};
 use super::{Core, CoreError};
 use crate::domain::report::Report;
-use crate::domain::user::User;
+use crate::domain::user::UserView;
 use crate::domain::{ReadinessState, ReportId, ReportType, UserId, echo};
 use crate::store::{ReportKey, ReportQuery, UserQuery};
 
@@ -73,7 +73,7 @@ impl Core {
         &self,
         lookup: &UserLookup,
         options: &ReadOptions,
-    ) -> Result<AsOf<Arc<User>>, CoreError> {
+    ) -> Result<AsOf<Arc<UserView>>, CoreError> {
         self.health.check_file()?;
         self.reach(options).await?;
         let id = match lookup {
@@ -107,7 +107,7 @@ impl Core {
         after: Option<UserId>,
         limit: u64,
         options: &ReadOptions,
-    ) -> Result<AsOf<Vec<User>>, CoreError> {
+    ) -> Result<AsOf<Vec<UserView>>, CoreError> {
         self.health.check_file()?;
         let query = UserQuery {
             state: filter.state,
@@ -116,7 +116,7 @@ impl Core {
         let (users, position) = self.store.users_as_of(&query, after, limit).await?;
         self.check_reached(options, position)?;
         Ok(AsOf {
-            value: users,
+            value: users.iter().map(UserView::from).collect(),
             cursor: Cursor(position),
         })
     }

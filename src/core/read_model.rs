@@ -27,7 +27,7 @@ use super::log::Cursor;
 use super::{Core, CoreError};
 use crate::domain::events::{DomainEvent, LoggedEvent};
 use crate::domain::report::Report;
-use crate::domain::user::User;
+use crate::domain::user::UserView;
 use crate::domain::{ReportId, UserId};
 
 /// How a read may be answered.
@@ -55,7 +55,7 @@ pub struct ReadModelStats {
 }
 
 pub(super) struct ReadModel {
-    users: Option<Cache<UserId, Arc<User>>>,
+    users: Option<Cache<UserId, Arc<UserView>>>,
     reports: Option<Cache<ReportId, Arc<(i64, Report)>>>,
     /// External id → the users that ever had it (at most two are kept: more is ambiguous).
     external_ids: Option<Cache<String, Arc<[UserId]>>>,
@@ -325,7 +325,10 @@ impl Core {
     }
 
     /// One user's view from the read model, or from the database (then kept).
-    pub(super) async fn user_view(&self, id: UserId) -> Result<Option<AsOf<Arc<User>>>, CoreError> {
+    pub(super) async fn user_view(
+        &self,
+        id: UserId,
+    ) -> Result<Option<AsOf<Arc<UserView>>>, CoreError> {
         let model = &self.read_model;
         match model.lookup(&model.users, "users", &id) {
             Lookup::Hit(user, at) => Ok(Some(AsOf {
@@ -336,7 +339,7 @@ impl Core {
                 let Some(user) = self.store.user(id).await? else {
                     return Ok(None);
                 };
-                let user = Arc::new(user);
+                let user = Arc::new(UserView::from(&user));
                 model.fill(&model.users, id, View::User(id), user.clone(), at);
                 Ok(Some(AsOf {
                     value: user,
@@ -428,13 +431,13 @@ impl Core {
 
     /// A user as the database holds it now, bypassing the read model (for tests and tools
     /// that compare the two).
-    pub async fn stored_user(&self, user: UserId) -> Result<Option<User>, CoreError> {
-        Ok(self.store.user(user).await?)
+    pub async fn stored_user(&self, user: UserId) -> Result<Option<UserView>, CoreError> {
+        Ok(self.store.user(user).await?.as_ref().map(UserView::from))
     }
 
     /// The cached view of `user`, if any, without touching the database (for tests that
     /// compare the model with a fresh read).
-    pub fn cached_user(&self, user: UserId) -> Option<Arc<User>> {
+    pub fn cached_user(&self, user: UserId) -> Option<Arc<UserView>> {
         self.read_model.users.as_ref()?.get(&user)
     }
 

@@ -484,6 +484,71 @@ impl User {
     }
 }
 
+/// What queries answer about a user: the aggregate without the facts behind its accounts and
+/// without its reports, in flat vectors. A read model holds many of these, so they are a
+/// fraction of an aggregate's memory (about 0.7 KB for a user with two or three accounts, where
+/// the aggregate's account map alone allocates a node of eleven accounts' facts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserView {
+    pub id: UserId,
+    /// Sorted.
+    pub external_ids: Vec<String>,
+    pub readiness: ReadinessState,
+    pub since: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// In account id order.
+    pub accounts: Vec<AccountView>,
+    /// See [`User::data_as_of`].
+    pub data_as_of: Option<DateTime<Utc>>,
+}
+
+/// What queries answer about one account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountView {
+    pub id: AccountId,
+    pub state: AccountState,
+    pub error: Option<ErrorInfo>,
+    pub last_synced_at: Option<DateTime<Utc>>,
+    pub first_seen_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl UserView {
+    /// See [`User::external_id`].
+    pub fn external_id(&self) -> Option<&str> {
+        self.external_ids.last().map(String::as_str)
+    }
+}
+
+impl From<&User> for UserView {
+    fn from(user: &User) -> Self {
+        let mut external_ids: Vec<String> = user.external_ids.iter().cloned().collect();
+        external_ids.shrink_to_fit();
+        Self {
+            id: user.id,
+            external_ids,
+            readiness: user.readiness,
+            since: user.since,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+            accounts: user
+                .accounts
+                .values()
+                .map(|account| AccountView {
+                    id: account.id,
+                    state: account.state,
+                    error: account.error.clone(),
+                    last_synced_at: account.last_synced_at,
+                    first_seen_at: account.first_seen_at,
+                    updated_at: account.updated_at,
+                })
+                .collect(),
+            data_as_of: user.data_as_of(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

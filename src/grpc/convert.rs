@@ -8,7 +8,7 @@ use tonic::Status;
 
 use super::pb;
 use super::status::invalid_argument;
-use crate::core::{Account, Cursor, ReadOptions, Report, User};
+use crate::core::{AccountView, Cursor, ReadOptions, Report, UserView};
 use crate::domain::report::ReportOrigin;
 use crate::domain::{
     AccountState, ReadinessState, ReportId, ReportStatus, ReportType, UserId, echo,
@@ -78,7 +78,7 @@ pub fn report_type_filter(value: i32) -> Result<(Option<&'static str>, bool), St
     })
 }
 
-pub fn account(account: &Account) -> pb::Account {
+pub fn account(account: &AccountView) -> pb::Account {
     let error = account.error.clone().unwrap_or_default();
     pb::Account {
         account_id: account.id.to_string(),
@@ -91,16 +91,16 @@ pub fn account(account: &Account) -> pb::Account {
     }
 }
 
-pub fn user(user: &User) -> pb::UserReadiness {
+pub fn user(user: &UserView) -> pb::UserReadiness {
     pb::UserReadiness {
         user_id: user.id.to_string(),
         external_id: user.external_id().unwrap_or_default().to_owned(),
         state: readiness_state(user.readiness).into(),
         since: Some(timestamp(user.since)),
-        accounts: user.accounts.values().map(account).collect(),
+        accounts: user.accounts.iter().map(account).collect(),
         updated_at: Some(timestamp(user.updated_at)),
-        data_as_of: user.data_as_of().map(timestamp),
-        external_ids: user.external_ids.iter().cloned().collect(),
+        data_as_of: user.data_as_of.map(timestamp),
+        external_ids: user.external_ids.clone(),
     }
 }
 

@@ -88,7 +88,7 @@ impl ReadinessService for ReadinessApi {
             let (users, next_page_token) = page_token::page(
                 paging,
                 |key| convert::uuid_field("page_token", key),
-                |user: &crate::core::User| user.id.to_string(),
+                |user: &crate::core::UserView| user.id.to_string(),
                 |after, limit| async move {
                     let page = core.list_users(&filter, after, limit, &options).await?;
                     *slot = Some(page.cursor);
