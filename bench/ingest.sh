@@ -30,9 +30,13 @@ PY
 }
 
 # References: the raw durable one-row insert rate.
+# PostgreSQL: what an inbox must at least do per delivery, a durable one-row insert with a
+# unique hash and a JSON body (the same reference as bench/ingest_wrk.sh).
 REF_DB="$(fresh_db postgres readiness_bench_ref)"
-psql "$REF_DB" -qc "CREATE TABLE t (id bigserial primary key, body text not null)"
-echo "INSERT INTO t (body) VALUES ('{\"event\":\"accounts.connected\"}');" > "$WORK/insert.sql"
+psql "$REF_DB" -qc "CREATE TABLE raw (id bigserial primary key, hash text unique not null, body jsonb not null, received_at timestamptz default now())"
+cat > "$WORK/insert.sql" <<'SQL'
+INSERT INTO raw (hash, body) VALUES (md5(random()::text || clock_timestamp()::text), '{"event": "accounts.updated", "name": "readiness-bench", "data": {"account": "0187c66e-e7e5-811c-b006-2232f00f426a", "user": "018051aa-f7a9-a0db-2f38-6cfa325e9d69"}}');
+SQL
 for c in 1 16 64; do
     tps="$(pgbench -n -c "$c" -j 2 -T "$REF_SECS" -f "$WORK/insert.sql" "$REF_DB" 2>/dev/null \
         | awk '/^tps/ {printf "%.0f", $3}')"

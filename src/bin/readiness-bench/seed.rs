@@ -155,7 +155,9 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<Value> {
     };
     let mut written = 0;
     while written < args.events {
-        let batch = CHUNK.min(args.events - written);
+        // At most CHUNK rows per statement (SQLite takes at most 32,766 bound values).
+        let per_chunk = (CHUNK / (1 + args.internal_per_event)).max(1);
+        let batch = per_chunk.min(args.events - written);
         let mut rows = Vec::new();
         for n in written..written + batch {
             let owner = user_id(n % args.to.max(1));
