@@ -24,7 +24,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::health::Health;
 use super::ingest::{IngestReport, Job};
-use super::log::LogShared;
 use super::pipeline::store_batch;
 use super::{CoreError, WriteLock};
 use crate::store::Store;
@@ -90,14 +89,13 @@ impl Drop for Unanswered<'_> {
     }
 }
 
-/// What a committer task needs: the store, the SQLite writer lock, and the log to wake.
+/// What a committer task needs: the store, the SQLite writer lock, health and the report pipeline.
 #[derive(Clone)]
 pub(super) struct Batches {
     pub(super) store: Store,
     pub(super) write_lock: WriteLock,
     pub(super) health: Arc<Health>,
     pub(super) reports: Arc<super::reports::Pipeline>,
-    pub(super) log: Arc<LogShared>,
     pub(super) max_batch: usize,
 }
 
@@ -213,10 +211,8 @@ impl Batches {
         let stored = store_batch(&self.store, jobs, &jobs[0].span, &self.reports).await;
         self.health
             .record_ingest(stored.as_ref().map(|(reports, _)| reports.as_slice()));
+        // The follower is woken by each sender's `Core::settle`, which waits for it.
         let (reports, last) = stored?;
-        if last.is_some() {
-            self.log.committed();
-        }
         self.health.check_file()?;
         Ok((reports, last))
     }

@@ -464,7 +464,7 @@ async fn while_two_replicas_ingest_no_answer_is_older_than_its_cursor_and_the_ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_read_with_the_cursor_of_an_event_streamed_from_one_replica_sees_it_on_the_other() {
     let a = TestApp::spawn().await;
-    // The other replica's follower polls rarely: only NOTIFY or the min_cursor wait bring it up.
+    // The other replica's follower polls rarely: only NOTIFY brings it up (a min_cursor read waits for it).
     let b = if a.on_postgres() {
         Some(
             a.replica(|settings| settings.stream_poll_ms = 3_600_000)
