@@ -18,7 +18,7 @@ OUT="bench/results/fanout-$(date -u +%Y-%m-%d)$( [ "$INTERNAL" = 0 ] || echo "-i
 
 for backend in sqlite postgres; do
     url="$(fresh_db "$backend" readiness_bench_fanout)"
-    "$BENCH" seed --database-url "$url" --to 1000 --events "$EVENTS" \
+    "$SEEDER" seed --database-url "$url" --to 1000 --events "$EVENTS" \
         --internal-per-event "$INTERNAL" > "$WORK/seed-$backend.json"
     start_server "$url"
     idle="$(rss "$SERVER_PID")"

@@ -5,11 +5,11 @@
 # same traffic against the echo server (HTTP + load generator only, no work behind it).
 #
 # Usage: bench/ingest.sh [USERS] [SECONDS_FOR_REFERENCES]   (defaults 2000 and 10)
-# Writes bench/results/ingest-<date>.md and prints it.
+# Writes bench/results/ingest-<date>.md (or $BENCH_OUT) and prints it. BENCH_BUILD: see lib.sh.
 source "$(dirname "$0")/lib.sh"
 USERS="${1:-2000}"
 REF_SECS="${2:-10}"
-OUT="bench/results/ingest-$(date -u +%Y-%m-%d).md"
+OUT="${BENCH_OUT:-bench/results/ingest-$(date -u +%Y-%m-%d).md}"
 
 # CSV row: backend|senders|deliveries|2xx|acks/s|p50|p90|p99|max|cpu%|peak rss
 measure() {

@@ -8,6 +8,11 @@ SECRET="bench-secret"
 BIN=target/release/readiness
 BENCH=target/release/readiness-bench
 cargo build --release --quiet --bins
+# BENCH_BUILD=DIR measures another build of the service (for example an earlier commit built in a
+# git worktree) under this tree's load generators, references and echo server: DIR's `readiness`
+# serves and DIR's `readiness-bench seed` fills its database (each build seeds its own schema).
+SERVICE="${BENCH_BUILD:-target/release}/readiness"
+SEEDER="${BENCH_BUILD:-target/release}/readiness-bench"
 mkdir -p bench/results
 WORK="$(mktemp -d)"
 trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -48,7 +53,7 @@ start_server() {
     HTTP_ADDR="127.0.0.1:$(free_port)"; GRPC_ADDR="127.0.0.1:$(free_port)"
     READINESS_DATABASE_URL="$url" READINESS_ARGYLE_SECRETS="$SECRET" RUST_LOG=warn \
         READINESS_DATABASE_MAX_CONNECTIONS=32 \
-        "$BIN" serve --http-addr "$HTTP_ADDR" --grpc-addr "$GRPC_ADDR" "$@" &
+        "$SERVICE" serve --http-addr "$HTTP_ADDR" --grpc-addr "$GRPC_ADDR" "$@" &
     SERVER_PID=$!
     wait_ready
 }
@@ -63,7 +68,7 @@ start_echo() {
 
 wait_ready() {
     for _ in $(seq 1 300); do
-        "$BIN" healthcheck --http-addr "$HTTP_ADDR" >/dev/null 2>&1 && return 0
+        "$SERVICE" healthcheck --http-addr "$HTTP_ADDR" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
     echo "server on $HTTP_ADDR did not become ready" >&2; return 1

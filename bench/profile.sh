@@ -11,7 +11,7 @@ WORKLOAD="${2:-ingest}"
 USERS="${3:-2000}"
 command -v perf >/dev/null || { echo "perf is needed: apt-get install linux-perf" >&2; exit 1; }
 url="$(fresh_db "$BACKEND" readiness_bench_profile)"
-[ "$WORKLOAD" = query ] && "$BENCH" seed --database-url "$url" --to "$USERS" > /dev/null
+[ "$WORKLOAD" = query ] && "$SEEDER" seed --database-url "$url" --to "$USERS" > /dev/null
 start_server "$url"
 perf record -q -F 999 -e cpu-clock -p "$SERVER_PID" -o "$WORK/perf.data" 2>/dev/null &
 PERF=$!

@@ -6,11 +6,11 @@
 # user read once), so this is the steady state of a warm replica.
 #
 # Usage: bench/query.sh [USERS] [SECONDS]   (defaults 100000 and 10)
-# Writes bench/results/query-<date>.md and prints it.
+# Writes bench/results/query-<date>.md (or $BENCH_OUT) and prints it. BENCH_BUILD: see lib.sh.
 source "$(dirname "$0")/lib.sh"
 USERS="${1:-100000}"
 SECS="${2:-10}"
-OUT="bench/results/query-$(date -u +%Y-%m-%d).md"
+OUT="${BENCH_OUT:-bench/results/query-$(date -u +%Y-%m-%d).md}"
 
 # Row: server|streams|ok/s|p50|p90|p99|max|cpu%|peak rss
 measure() {
@@ -32,7 +32,7 @@ PY
 
 for backend in sqlite postgres; do
     url="$(fresh_db "$backend" readiness_bench_query)"
-    "$BENCH" seed --database-url "$url" --to "$USERS" > "$WORK/seed-$backend.json"
+    "$SEEDER" seed --database-url "$url" --to "$USERS" > "$WORK/seed-$backend.json"
     echo "$backend: $(field "$WORK/seed-$backend.json" users_in_store) users, $(field "$WORK/seed-$backend.json" accounts_in_store) accounts, seeded in $(field "$WORK/seed-$backend.json" users_seconds) s" >> "$WORK/seeded"
     start_server "$url"
     # Steady state: every seeded user read once first, so the read model holds their views (a

@@ -93,7 +93,7 @@ PY
 
 for backend in sqlite postgres; do
     url="$(fresh_db "$backend" readiness_bench_reads)"
-    "$BENCH" seed --database-url "$url" --to "$USERS" > /dev/null
+    "$SEEDER" seed --database-url "$url" --to "$USERS" > /dev/null
     start_server "$url"
     query_run "$backend" "$USERS" --prefill
     h2load_run "$backend"
@@ -101,7 +101,7 @@ for backend in sqlite postgres; do
     ok="$(metric readiness_grpc_requests_total 'GetUserReadiness' 'code="Ok"')"
     echo "$backend: the service answered $total GetUserReadiness requests in all (prefill, random load, h2load), $ok of them with code Ok" >> "$WORK/codes"
     stop_server
-    "$BENCH" seed --database-url "$url" --from "$USERS" --to "$BIG_USERS" > /dev/null
+    "$SEEDER" seed --database-url "$url" --from "$USERS" --to "$BIG_USERS" > /dev/null
     start_server "$url"
     query_run "$backend" "$BIG_USERS" ""
     stop_server

@@ -19,7 +19,7 @@ for backend in sqlite postgres; do
     url="$(fresh_db "$backend" readiness_bench_scale)"
     from=0
     for size in $SIZES; do
-        "$BENCH" seed --database-url "$url" --from "$from" --to "$size" > "$WORK/seed.json"
+        "$SEEDER" seed --database-url "$url" --from "$from" --to "$size" > "$WORK/seed.json"
         from="$size"
         start_server "$url"
         "$BENCH" query --target "http://$GRPC_ADDR" --users "$size" --concurrency 64 \
