@@ -18,7 +18,7 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 use sea_orm_migration::MigratorTrait;
 
-pub use batch::{Batch, Inboxed, Loaded, NewDelivery, Wanted};
+pub use batch::{Batch, Inboxed, Loaded, NewDelivery, Wanted, reports_named};
 pub use checks::{DatabaseFile, FileChange};
 pub use inbox::Verdict;
 pub use jobs::JobCount;

@@ -25,6 +25,7 @@ mod operations;
 mod process;
 mod progress;
 mod prometheus;
+mod query_plans;
 mod read_model;
 mod readiness_scenarios;
 mod reflection;

@@ -3,7 +3,9 @@
 //! `EXPLAIN QUERY PLAN`. Every plan should be an index lookup or an index range scan.
 
 use clap::Args;
+use readiness::domain::{ReportId, UserId};
 use readiness::store::entities::{account, delivery, event, user, user_external_id};
+use readiness::store::{Wanted, reports_named};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait, Statement,
@@ -25,6 +27,7 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<Value> {
     let backend = db.get_database_backend();
     let middle = args.users / 2;
     let user_id = crate::seed::user_id(middle).to_string();
+    let wanted = batch_naming_reports(UserId(crate::seed::user_id(middle)));
     let statements: Vec<(&str, Statement)> = vec![
         (
             "GetUserReadiness: users that ever had an external id",
@@ -80,6 +83,12 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<Value> {
                 .build(backend),
         ),
         (
+            "ingest: the reports a batch names (by id, announcing delivery, Argyle id) and its users' recent requests",
+            reports_named(&wanted)
+                .expect("the batch names reports")
+                .build(backend),
+        ),
+        (
             "ListUsers: one page of users in a state",
             user::Entity::find()
                 .filter(user::Column::State.eq("ready"))
@@ -117,4 +126,17 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<Value> {
     }
     db.close().await?;
     Ok(Value::Object(plans))
+}
+
+/// What a batch of one user's `reports.*` deliveries asks the store to load: every branch of the
+/// batch's report query is taken.
+fn batch_naming_reports(user: UserId) -> Wanted {
+    Wanted {
+        users: [user].into(),
+        reports: [(ReportId(uuid::Uuid::nil()), user)].into(),
+        report_deliveries: [(1, user)].into(),
+        argyle_reports: [("argyle-report".to_owned(), user)].into(),
+        requests_since: Some(chrono::Utc::now() - chrono::Duration::days(1)),
+        ..Wanted::default()
+    }
 }

@@ -10,6 +10,7 @@ mod m20261130_000004_user_external_ids;
 mod m20261130_000005_report_pipeline;
 mod m20261130_000006_users_state_since;
 mod m20261130_000007_deliveries_rejected_index;
+mod m20261130_000008_reports_delivery_id;
 
 /// Every migration, in order. Run at start-up by [`super::connect`].
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000005_report_pipeline::Migration),
             Box::new(m20261130_000006_users_state_since::Migration),
             Box::new(m20261130_000007_deliveries_rejected_index::Migration),
+            Box::new(m20261130_000008_reports_delivery_id::Migration),
         ]
     }
 }
