@@ -47,12 +47,13 @@ drop_db() {
     if [ "$1" = postgres ]; then psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $2" >/dev/null; fi
 }
 
-# Starts the service on URL with fresh ports; sets SERVER_PID, HTTP_ADDR, GRPC_ADDR.
+# Starts the service on URL with fresh ports; sets SERVER_PID, HTTP_ADDR, GRPC_ADDR. The pool has
+# 32 connections unless BENCH_DB_CONNECTIONS says otherwise (the service's default is 10).
 start_server() {
     local url="$1"; shift
     HTTP_ADDR="127.0.0.1:$(free_port)"; GRPC_ADDR="127.0.0.1:$(free_port)"
     READINESS_DATABASE_URL="$url" READINESS_ARGYLE_SECRETS="$SECRET" RUST_LOG=warn \
-        READINESS_DATABASE_MAX_CONNECTIONS=32 \
+        READINESS_DATABASE_MAX_CONNECTIONS="${BENCH_DB_CONNECTIONS:-32}" \
         "$SERVICE" serve --http-addr "$HTTP_ADDR" --grpc-addr "$GRPC_ADDR" "$@" &
     SERVER_PID=$!
     wait_ready

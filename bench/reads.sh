@@ -12,12 +12,12 @@
 #     and RSS with every user's view held.
 #
 # Usage: bench/reads.sh [USERS] [BIG_USERS] [SECONDS]   (defaults 100000, 1000000, 10)
-# Needs h2load (apt-get install nghttp2-client). Writes bench/results/reads-<date>.md.
+# Needs h2load (apt-get install nghttp2-client). Writes bench/results/reads-<date>.md (or $BENCH_OUT).
 source "$(dirname "$0")/lib.sh"
 USERS="${1:-100000}"
 BIG_USERS="${2:-1000000}"
 SECS="${3:-10}"
-OUT="bench/results/reads-$(date -u +%Y-%m-%d).md"
+OUT="${BENCH_OUT:-bench/results/reads-$(date -u +%Y-%m-%d).md}"
 command -v h2load >/dev/null || { echo "h2load is missing: apt-get install nghttp2-client" >&2; exit 1; }
 "$BENCH" frame --user-index 0 --out "$WORK/frame.bin" > "$WORK/frame.json"
 
