@@ -99,13 +99,20 @@ def wait_ready(server, seconds):
     return False
 
 
+def default_sigint():
+    """In a child before exec: SIGINT back to its default, so that Ctrl-C (our SIGINT) reaches
+    the block even when this runner was started with SIGINT ignored (a background job of a
+    non-interactive shell is), which every child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(code, seconds=None):
     """Runs a block with bash; returns (status, stdout, stderr). With `seconds`, interrupts it
     then (SIGINT, as Ctrl-C would) and reports status 0 if it was still running."""
     process = subprocess.Popen(
         ["bash", "-e", "-o", "pipefail", "-c", code],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=default_sigint,
     )
     try:
         out, err = process.communicate(timeout=seconds if seconds else 600)
@@ -116,7 +123,13 @@ def run(code, seconds=None):
             out, err = process.communicate()
             return 124, out, err
         os.killpg(process.pid, signal.SIGINT)
-        out, err = process.communicate()
+        try:
+            out, err = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            # Still running 10 s after Ctrl-C: a stuck block must not hang the run.
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            return 124, out, err
         return 0, out, err
 
 
@@ -164,7 +177,8 @@ def main():
                 helper_log = tempfile.NamedTemporaryFile(
                     prefix="readme-helper-", suffix=".log", delete=False)
                 helper = subprocess.Popen(["bash", "-c", code], cwd=ROOT, stdout=helper_log,
-                                          stderr=helper_log, start_new_session=True)
+                                          stderr=helper_log, start_new_session=True,
+                                          preexec_fn=default_sigint)
                 helpers.append((helper, helper_log.name, line))
                 last = None
                 continue
