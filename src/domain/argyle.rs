@@ -248,10 +248,12 @@ fn reject_nul(path: &str, value: &serde_json::Value) -> Result<(), ParseError> {
             if key.contains('\0') {
                 return bad(path.to_owned());
             }
-            let child = if path == "$" {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
+            // An empty key still gets a path that names it (found by the fuzzer: an error with
+            // an empty path under `{"": {...}}`).
+            let child = match (path, key.is_empty()) {
+                (_, true) => format!("{path}[\"\"]"),
+                ("$", false) => key.clone(),
+                _ => format!("{path}.{key}"),
             };
             reject_nul(&child, item)
         }),
@@ -478,6 +480,19 @@ mod tests {
         );
 
         assert_eq!(parse(b"[]").unwrap_err().path, "$");
+        // Found by the fuzzer: a NUL under an empty key was reported with an empty path.
+        assert_eq!(
+            parse(br#"{"": {"a\u0000": [{"id": "x"}]}}"#)
+                .unwrap_err()
+                .path,
+            r#"$[""]"#
+        );
+        assert_eq!(
+            parse(br#"{"data": {"": {"b\u0000": 1}}}"#)
+                .unwrap_err()
+                .path,
+            r#"data[""]"#
+        );
         assert_eq!(
             parse(b"{\"data\":{}}").unwrap_err().message,
             "missing field `event`"
