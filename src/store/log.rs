@@ -172,7 +172,10 @@ pub struct Notifications {
 }
 
 impl Notifications {
-    /// Listens and calls `wake` for every notification until the connection fails.
+    /// Listens and calls `wake` for every notification until the connection fails. It also calls
+    /// `wake` once `LISTEN` is in place: a commit notified before that was not heard, and the
+    /// follower's read then finds it. A lost connection ends the call (rather than sqlx
+    /// reconnecting unseen), so the caller listens again, with that first wake.
     pub async fn listen(&self, wake: impl Fn()) -> StoreError {
         let mut listener = match sea_orm::sqlx::postgres::PgListener::connect_with(&self.pool).await
         {
@@ -182,11 +185,13 @@ impl Notifications {
         if let Err(error) = listener.listen(NOTIFY_CHANNEL).await {
             return StoreError::Listen(error.to_string());
         }
+        wake();
         loop {
-            if let Err(error) = listener.recv().await {
-                return StoreError::Listen(error.to_string());
+            match listener.try_recv().await {
+                Ok(Some(_)) => wake(),
+                Ok(None) => return StoreError::Listen("the connection was lost".into()),
+                Err(error) => return StoreError::Listen(error.to_string()),
             }
-            wake();
         }
     }
 }
