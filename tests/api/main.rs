@@ -32,6 +32,7 @@ mod reflection;
 mod refused_writes;
 mod report_pipeline;
 mod reports;
+mod schema;
 mod security;
 mod shutdown;
 mod slow_clients;
