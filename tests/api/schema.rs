@@ -4,9 +4,11 @@
 //! (`READINESS_RECORD_SCHEMA=1 cargo test --test api schema`, once per backend); any other
 //! difference, such as a refactoring of a migration's code that alters its DDL, fails here.
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use readiness::store::Migrator;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm_migration::MigratorTrait;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, TestDatabase};
 
 /// One line per table column, index and constraint, in a stable order.
 const SQLITE: &str = "SELECT type || ' ' || name || ' ON ' || tbl_name || ': ' || coalesce(sql, '') \
@@ -29,7 +31,45 @@ const POSTGRES: &str = "\
 #[tokio::test]
 async fn a_fresh_database_gets_exactly_the_recorded_schema() {
     let app = TestApp::spawn().await;
-    let db = app.core.db();
+    let (backend, schema) = schema_of(app.core.db()).await;
+    app.stop().await;
+
+    let path = format!(
+        "{}/tests/fixtures/schema/{backend}.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    if std::env::var_os("READINESS_RECORD_SCHEMA").is_some() {
+        std::fs::write(&path, &schema).unwrap();
+    }
+    assert_eq_to_recorded(&schema, &path);
+}
+
+#[tokio::test]
+async fn every_migration_can_be_undone_and_done_again_to_the_same_schema() {
+    let (_database, url) = TestDatabase::create().await;
+    let db = Database::connect(&url).await.unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    let (backend, before) = schema_of(&db).await;
+
+    Migrator::down(&db, None).await.unwrap();
+    let (_, empty) = schema_of(&db).await;
+    assert!(
+        empty.lines().all(|line| line.contains("seaql_migrations")),
+        "undoing every migration left schema behind:\n{empty}"
+    );
+    Migrator::up(&db, None).await.unwrap();
+    let (_, after) = schema_of(&db).await;
+    db.close().await.ok();
+
+    assert!(
+        after == before,
+        "the schema differs after down and up on {backend}:\n{}",
+        changed_lines(&before, &after)
+    );
+}
+
+/// The backend's name and its schema listing, one line per table, column, index and constraint.
+async fn schema_of(db: &DatabaseConnection) -> (&'static str, String) {
     let backend = db.get_database_backend();
     let (name, sql) = match backend {
         DbBackend::Postgres => ("postgres", POSTGRES),
@@ -39,26 +79,21 @@ async fn a_fresh_database_gets_exactly_the_recorded_schema() {
         .query_all_raw(Statement::from_string(backend, sql))
         .await
         .unwrap();
-    let schema: String = rows
+    let schema = rows
         .iter()
         .map(|row| row.try_get::<String>("", "line").unwrap() + "\n")
         .collect();
-    app.stop().await;
+    (name, schema)
+}
 
-    let path = format!(
-        "{}/tests/fixtures/schema/{name}.txt",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    if std::env::var_os("READINESS_RECORD_SCHEMA").is_some() {
-        std::fs::write(&path, &schema).unwrap();
-    }
-    let recorded = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+fn assert_eq_to_recorded(schema: &str, path: &str) {
+    let recorded = std::fs::read_to_string(path).unwrap_or_else(|error| {
         panic!("no recorded schema at {path} ({error}); record it with READINESS_RECORD_SCHEMA=1")
     });
     assert!(
         schema == recorded,
         "the migrations build a schema other than the recorded one ({path}):\n{}",
-        changed_lines(&recorded, &schema)
+        changed_lines(&recorded, schema)
     );
 }
 

@@ -3,6 +3,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+use super::parts;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -70,145 +72,99 @@ enum Events {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(Deliveries::Table)
-                    .col(big_pk_auto(Deliveries::Id))
-                    .col(string_uniq(Deliveries::BodySha256))
-                    .col(blob(Deliveries::Body))
-                    .col(string_null(Deliveries::EventName))
-                    .col(string_null(Deliveries::Subscription))
-                    .col(string_null(Deliveries::UserId))
-                    .col(string(Deliveries::Status))
-                    .col(text_null(Deliveries::Error))
-                    .col(timestamp_with_time_zone(Deliveries::ReceivedAt))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("deliveries_status_id")
-                    .table(Deliveries::Table)
-                    .col(Deliveries::Status)
-                    .col(Deliveries::Id)
-                    .to_owned(),
-            )
-            .await?;
-
-        manager
-            .create_table(
-                Table::create()
-                    .table(Users::Table)
-                    .col(string(Users::UserId).primary_key())
-                    .col(string_null(Users::ExternalId))
-                    .col(string(Users::State))
-                    .col(timestamp_with_time_zone(Users::StateSince))
-                    .col(timestamp_with_time_zone(Users::CreatedAt))
-                    .col(timestamp_with_time_zone(Users::UpdatedAt))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("users_external_id")
-                    .table(Users::Table)
-                    .col(Users::ExternalId)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("users_state_user_id")
-                    .table(Users::Table)
-                    .col(Users::State)
-                    .col(Users::UserId)
-                    .to_owned(),
-            )
-            .await?;
-
-        manager
-            .create_table(
-                Table::create()
-                    .table(Accounts::Table)
-                    .col(string(Accounts::AccountId).primary_key())
-                    .col(string(Accounts::UserId))
-                    .col(string(Accounts::State))
-                    .col(text(Accounts::Facts))
-                    .col(string_null(Accounts::ErrorCode))
-                    .col(text_null(Accounts::ErrorMessage))
-                    .col(timestamp_with_time_zone_null(Accounts::LastSyncedAt))
-                    .col(timestamp_with_time_zone(Accounts::FirstSeenAt))
-                    .col(timestamp_with_time_zone(Accounts::UpdatedAt))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("accounts_user_id")
-                    .table(Accounts::Table)
-                    .col(Accounts::UserId)
-                    .col(Accounts::AccountId)
-                    .to_owned(),
-            )
-            .await?;
-
-        manager
-            .create_table(
-                Table::create()
-                    .table(Reports::Table)
-                    .col(big_pk_auto(Reports::Seq))
-                    .col(string_uniq(Reports::Id))
-                    .col(string_null(Reports::ArgyleReportId).unique_key())
-                    .col(string(Reports::UserId))
-                    .col(string(Reports::ReportType))
-                    .col(timestamp_with_time_zone(Reports::GeneratedAt))
-                    .col(big_integer(Reports::DeliveryId))
-                    .to_owned(),
-            )
-            .await?;
-        for (name, column) in [
-            ("reports_user_id_seq", Reports::UserId),
-            ("reports_type_seq", Reports::ReportType),
-        ] {
-            manager
-                .create_index(
-                    Index::create()
-                        .name(name)
-                        .table(Reports::Table)
-                        .col(column)
-                        .col(Reports::Seq)
-                        .to_owned(),
-                )
-                .await?;
+        let tables = [
+            Table::create()
+                .table(Deliveries::Table)
+                .col(big_pk_auto(Deliveries::Id))
+                .col(string_uniq(Deliveries::BodySha256))
+                .col(blob(Deliveries::Body))
+                .col(string_null(Deliveries::EventName))
+                .col(string_null(Deliveries::Subscription))
+                .col(string_null(Deliveries::UserId))
+                .col(string(Deliveries::Status))
+                .col(text_null(Deliveries::Error))
+                .col(timestamp_with_time_zone(Deliveries::ReceivedAt))
+                .to_owned(),
+            Table::create()
+                .table(Users::Table)
+                .col(string(Users::UserId).primary_key())
+                .col(string_null(Users::ExternalId))
+                .col(string(Users::State))
+                .col(timestamp_with_time_zone(Users::StateSince))
+                .col(timestamp_with_time_zone(Users::CreatedAt))
+                .col(timestamp_with_time_zone(Users::UpdatedAt))
+                .to_owned(),
+            Table::create()
+                .table(Accounts::Table)
+                .col(string(Accounts::AccountId).primary_key())
+                .col(string(Accounts::UserId))
+                .col(string(Accounts::State))
+                .col(text(Accounts::Facts))
+                .col(string_null(Accounts::ErrorCode))
+                .col(text_null(Accounts::ErrorMessage))
+                .col(timestamp_with_time_zone_null(Accounts::LastSyncedAt))
+                .col(timestamp_with_time_zone(Accounts::FirstSeenAt))
+                .col(timestamp_with_time_zone(Accounts::UpdatedAt))
+                .to_owned(),
+            Table::create()
+                .table(Reports::Table)
+                .col(big_pk_auto(Reports::Seq))
+                .col(string_uniq(Reports::Id))
+                .col(string_null(Reports::ArgyleReportId).unique_key())
+                .col(string(Reports::UserId))
+                .col(string(Reports::ReportType))
+                .col(timestamp_with_time_zone(Reports::GeneratedAt))
+                .col(big_integer(Reports::DeliveryId))
+                .to_owned(),
+            Table::create()
+                .table(Events::Table)
+                .col(big_pk_auto(Events::Seq))
+                .col(string(Events::Kind))
+                .col(string(Events::UserId))
+                .col(text(Events::Payload))
+                .col(timestamp_with_time_zone(Events::RecordedAt))
+                .to_owned(),
+        ];
+        for table in tables {
+            manager.create_table(table).await?;
         }
-
-        manager
-            .create_table(
-                Table::create()
-                    .table(Events::Table)
-                    .col(big_pk_auto(Events::Seq))
-                    .col(string(Events::Kind))
-                    .col(string(Events::UserId))
-                    .col(text(Events::Payload))
-                    .col(timestamp_with_time_zone(Events::RecordedAt))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("events_user_id_seq")
-                    .table(Events::Table)
-                    .col(Events::UserId)
-                    .col(Events::Seq)
-                    .to_owned(),
-            )
-            .await
+        parts::create_indexes(
+            manager,
+            [
+                parts::index(
+                    "deliveries_status_id",
+                    Deliveries::Table,
+                    [Deliveries::Status, Deliveries::Id],
+                ),
+                parts::index("users_external_id", Users::Table, [Users::ExternalId]),
+                parts::index(
+                    "users_state_user_id",
+                    Users::Table,
+                    [Users::State, Users::UserId],
+                ),
+                parts::index(
+                    "accounts_user_id",
+                    Accounts::Table,
+                    [Accounts::UserId, Accounts::AccountId],
+                ),
+                parts::index(
+                    "reports_user_id_seq",
+                    Reports::Table,
+                    [Reports::UserId, Reports::Seq],
+                ),
+                parts::index(
+                    "reports_type_seq",
+                    Reports::Table,
+                    [Reports::ReportType, Reports::Seq],
+                ),
+                parts::index(
+                    "events_user_id_seq",
+                    Events::Table,
+                    [Events::UserId, Events::Seq],
+                ),
+            ],
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -219,9 +175,7 @@ impl MigrationTrait for Migration {
             Users::Table.into_iden(),
             Deliveries::Table.into_iden(),
         ] {
-            manager
-                .drop_table(Table::drop().table(table).to_owned())
-                .await?;
+            parts::drop_table(manager, table).await?;
         }
         Ok(())
     }

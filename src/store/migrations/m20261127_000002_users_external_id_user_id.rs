@@ -5,6 +5,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use super::parts;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -15,46 +17,23 @@ enum Users {
     ExternalId,
 }
 
+const OLD: &str = "users_external_id";
+const NEW: &str = "users_external_id_user_id";
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let index = [Users::ExternalId, Users::UserId];
         manager
-            .create_index(
-                Index::create()
-                    .name("users_external_id_user_id")
-                    .table(Users::Table)
-                    .col(Users::ExternalId)
-                    .col(Users::UserId)
-                    .to_owned(),
-            )
+            .create_index(parts::index(NEW, Users::Table, index))
             .await?;
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("users_external_id")
-                    .table(Users::Table)
-                    .to_owned(),
-            )
-            .await
+        parts::drop_index(manager, OLD, Users::Table).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .create_index(
-                Index::create()
-                    .name("users_external_id")
-                    .table(Users::Table)
-                    .col(Users::ExternalId)
-                    .to_owned(),
-            )
+            .create_index(parts::index(OLD, Users::Table, [Users::ExternalId]))
             .await?;
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("users_external_id_user_id")
-                    .table(Users::Table)
-                    .to_owned(),
-            )
-            .await
+        parts::drop_index(manager, NEW, Users::Table).await
     }
 }

@@ -2,6 +2,9 @@
 //! error, read-only): the tiny write that tells when it takes them again (`store::probe_write`).
 
 use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+use super::parts;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -20,26 +23,14 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(WriteProbe::Table)
-                    .col(
-                        ColumnDef::new(WriteProbe::Id)
-                            .integer()
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(WriteProbe::Probes)
-                            .big_integer()
-                            .not_null()
-                            .default(0),
-                    )
+                    .col(integer(WriteProbe::Id).primary_key())
+                    .col(big_integer(WriteProbe::Probes).default(0))
                     .to_owned(),
             )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(WriteProbe::Table).to_owned())
-            .await
+        parts::drop_table(manager, WriteProbe::Table).await
     }
 }

@@ -4,6 +4,9 @@
 //! users keep the one id they had; `users.external_id` stays the greatest of the set.
 
 use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+use super::parts;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -26,29 +29,14 @@ enum UserExternalIds {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Users::Table)
-                    .add_column(
-                        ColumnDef::new(Users::ExternalIds)
-                            .text()
-                            .not_null()
-                            .default("[]"),
-                    )
-                    .to_owned(),
-            )
-            .await?;
+        let external_ids = text(Users::ExternalIds).default("[]").to_owned();
+        parts::add_columns(manager, Users::Table, [external_ids]).await?;
         manager
             .create_table(
                 Table::create()
                     .table(UserExternalIds::Table)
-                    .col(
-                        ColumnDef::new(UserExternalIds::ExternalId)
-                            .string()
-                            .not_null(),
-                    )
-                    .col(ColumnDef::new(UserExternalIds::UserId).string().not_null())
+                    .col(string(UserExternalIds::ExternalId))
+                    .col(string(UserExternalIds::UserId))
                     .primary_key(
                         Index::create()
                             .col(UserExternalIds::ExternalId)
@@ -74,16 +62,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(UserExternalIds::Table).to_owned())
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Users::Table)
-                    .drop_column(Users::ExternalIds)
-                    .to_owned(),
-            )
-            .await
+        parts::drop_table(manager, UserExternalIds::Table).await?;
+        parts::drop_columns(manager, Users::Table, [Users::ExternalIds]).await
     }
 }

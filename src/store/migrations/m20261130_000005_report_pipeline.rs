@@ -9,6 +9,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+use super::parts;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -48,84 +50,32 @@ enum Jobs {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // SQLite adds one column per ALTER TABLE.
         let columns = [
-            ColumnDef::new(Reports::Status)
-                .string()
-                .not_null()
-                .default("generated")
-                .to_owned(),
-            ColumnDef::new(Reports::StatusReason)
-                .text()
-                .null()
-                .to_owned(),
-            ColumnDef::new(Reports::Origin)
-                .string()
-                .not_null()
-                .default("announced")
-                .to_owned(),
-            ColumnDef::new(Reports::RequestId)
-                .string()
-                .null()
-                .to_owned(),
-            ColumnDef::new(Reports::RequestFingerprint)
-                .string()
-                .null()
-                .to_owned(),
-            ColumnDef::new(Reports::RequestedAt)
-                .timestamp_with_time_zone()
-                .null()
-                .to_owned(),
-            ColumnDef::new(Reports::AnnouncedAt)
-                .timestamp_with_time_zone()
-                .null()
-                .to_owned(),
-            ColumnDef::new(Reports::Details)
-                .text()
-                .not_null()
-                .default("{}")
-                .to_owned(),
-            ColumnDef::new(Reports::UpdatedAt)
-                .timestamp_with_time_zone()
-                .null()
-                .to_owned(),
+            string(Reports::Status).default("generated").to_owned(),
+            text_null(Reports::StatusReason),
+            string(Reports::Origin).default("announced").to_owned(),
+            string_null(Reports::RequestId),
+            string_null(Reports::RequestFingerprint),
+            timestamp_with_time_zone_null(Reports::RequestedAt),
+            timestamp_with_time_zone_null(Reports::AnnouncedAt),
+            text(Reports::Details).default("{}").to_owned(),
+            timestamp_with_time_zone_null(Reports::UpdatedAt),
         ];
-        for mut column in columns {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Reports::Table)
-                        .add_column(&mut column)
-                        .to_owned(),
-                )
-                .await?;
-        }
+        parts::add_columns(manager, Reports::Table, columns).await?;
         let backfill = Query::update()
             .table(Reports::Table)
             .value(Reports::AnnouncedAt, Expr::col(Reports::GeneratedAt))
             .value(Reports::UpdatedAt, Expr::col(Reports::GeneratedAt))
             .to_owned();
         manager.exec_stmt(backfill).await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("reports_request_id")
-                    .table(Reports::Table)
-                    .col(Reports::RequestId)
-                    .unique()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("reports_status_seq")
-                    .table(Reports::Table)
-                    .col(Reports::Status)
-                    .col(Reports::Seq)
-                    .to_owned(),
-            )
-            .await?;
+        let mut request_id =
+            parts::index("reports_request_id", Reports::Table, [Reports::RequestId]);
+        let status_seq = parts::index(
+            "reports_status_seq",
+            Reports::Table,
+            [Reports::Status, Reports::Seq],
+        );
+        parts::create_indexes(manager, [request_id.unique().to_owned(), status_seq]).await?;
 
         manager
             .create_table(
@@ -146,37 +96,26 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("jobs_state_next_attempt_at")
-                    .table(Jobs::Table)
-                    .col(Jobs::State)
-                    .col(Jobs::NextAttemptAt)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("jobs_report_id")
-                    .table(Jobs::Table)
-                    .col(Jobs::ReportId)
-                    .to_owned(),
-            )
-            .await
+        parts::create_indexes(
+            manager,
+            [
+                parts::index(
+                    "jobs_state_next_attempt_at",
+                    Jobs::Table,
+                    [Jobs::State, Jobs::NextAttemptAt],
+                ),
+                parts::index("jobs_report_id", Jobs::Table, [Jobs::ReportId]),
+            ],
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(Jobs::Table).to_owned())
-            .await?;
+        parts::drop_table(manager, Jobs::Table).await?;
         for index in ["reports_request_id", "reports_status_seq"] {
-            manager
-                .drop_index(Index::drop().name(index).table(Reports::Table).to_owned())
-                .await?;
+            parts::drop_index(manager, index, Reports::Table).await?;
         }
-        for column in [
+        let columns = [
             Reports::Status,
             Reports::StatusReason,
             Reports::Origin,
@@ -186,16 +125,7 @@ impl MigrationTrait for Migration {
             Reports::AnnouncedAt,
             Reports::Details,
             Reports::UpdatedAt,
-        ] {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Reports::Table)
-                        .drop_column(column)
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        ];
+        parts::drop_columns(manager, Reports::Table, columns).await
     }
 }

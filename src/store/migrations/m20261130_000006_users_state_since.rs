@@ -3,6 +3,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use super::parts;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -18,22 +20,11 @@ const NAME: &str = "users_state_state_since";
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_index(
-                Index::create()
-                    .name(NAME)
-                    .table(Users::Table)
-                    .col(Users::State)
-                    .col(Users::StateSince)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await
+        let mut index = parts::index(NAME, Users::Table, [Users::State, Users::StateSince]);
+        manager.create_index(index.if_not_exists().to_owned()).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_index(Index::drop().name(NAME).table(Users::Table).to_owned())
-            .await
+        parts::drop_index(manager, NAME, Users::Table).await
     }
 }

@@ -5,7 +5,7 @@
 
 use sea_orm_migration::prelude::*;
 
-use super::one_index;
+use super::parts;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -21,10 +21,11 @@ const NAME: &str = "reports_delivery_id";
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        one_index::create(manager, NAME, Reports::Table, [Reports::DeliveryId]).await
+        let mut index = parts::index(NAME, Reports::Table, [Reports::DeliveryId]);
+        manager.create_index(index.if_not_exists().to_owned()).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        one_index::drop(manager, NAME, Reports::Table).await
+        parts::drop_index(manager, NAME, Reports::Table).await
     }
 }
