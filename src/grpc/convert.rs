@@ -8,7 +8,7 @@ use tonic::Status;
 
 use super::pb;
 use super::status::invalid_argument;
-use crate::core::{AccountView, Cursor, ReadOptions, Report, UserView};
+use crate::core::{AccountView, Cursor, ReadOptions, Report, ReportLookup, UserLookup, UserView};
 use crate::domain::report::ReportOrigin;
 use crate::domain::{
     AccountState, ReadinessState, ReportId, ReportStatus, ReportType, UserId, echo,
@@ -239,6 +239,63 @@ pub fn announced_report(
         origin: pb::ReportOrigin::Announced.into(),
         updated_at: Some(timestamp(generated_at)),
         ..pb::Report::default()
+    }
+}
+
+/// What a request's `user` or `report` oneof names: our id, or the external one (a user's
+/// `external_id`, a report's `argyle_report_id`).
+pub enum Named {
+    Id(String),
+    External(String),
+}
+
+impl Named {
+    /// The same, the external id without surrounding whitespace.
+    pub fn trimmed(self) -> Self {
+        match self {
+            Named::External(id) => Named::External(id.trim().to_owned()),
+            id => id,
+        }
+    }
+}
+
+macro_rules! named_from_oneofs {
+    ($($module:ident::$oneof:ident { $id:ident, $external:ident }),+ $(,)?) => {$(
+        impl From<pb::$module::$oneof> for Named {
+            fn from(named: pb::$module::$oneof) -> Self {
+                match named {
+                    pb::$module::$oneof::$id(id) => Named::Id(id),
+                    pb::$module::$oneof::$external(id) => Named::External(id),
+                }
+            }
+        }
+    )+};
+}
+
+named_from_oneofs!(
+    get_user_readiness_request::User { UserId, ExternalId },
+    request_report_request::User { UserId, ExternalId },
+    get_report_request::Report { Id, ArgyleReportId },
+    get_report_document_request::Report { Id, ArgyleReportId },
+);
+
+/// The user a request's `user` oneof names; its external id is looked up as sent.
+pub fn user_lookup(named: Option<Named>) -> Result<UserLookup, Status> {
+    match named {
+        Some(Named::Id(id)) => Ok(UserLookup::Id(uuid_field("user_id", &id)?)),
+        Some(Named::External(id)) if !id.trim().is_empty() => Ok(UserLookup::ExternalId(id)),
+        Some(Named::External(_)) => Err(invalid_argument("external_id", "must not be empty")),
+        None => Err(invalid_argument("user", "set user_id or external_id")),
+    }
+}
+
+/// The report a request's `report` oneof names; its Argyle id without surrounding whitespace.
+pub fn report_lookup(named: Option<Named>) -> Result<ReportLookup, Status> {
+    match named.map(Named::trimmed) {
+        Some(Named::Id(id)) => Ok(ReportLookup::Id(uuid_field("id", &id)?)),
+        Some(Named::External(id)) if !id.is_empty() => Ok(ReportLookup::ArgyleId(id)),
+        Some(Named::External(_)) => Err(invalid_argument("argyle_report_id", "must not be empty")),
+        None => Err(invalid_argument("report", "set id or argyle_report_id")),
     }
 }
 

@@ -62,22 +62,9 @@ pub struct Access {
     pub report_requests: Option<BearerAuth>,
 }
 
-/// What tonic's router accepts as a service.
-pub trait GrpcService:
-    tower::Service<
-        axum::http::Request<tonic::body::Body>,
-        Response = axum::http::Response<tonic::body::Body>,
-        Error = std::convert::Infallible,
-        Future: Send + 'static,
-    > + tonic::server::NamedService
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<S> GrpcService for S where
+/// Adds `service`, behind the token check when `auth` is set.
+fn add<S>(routes: Routes, service: S, auth: Option<&BearerAuth>) -> Routes
+where
     S: tower::Service<
             axum::http::Request<tonic::body::Body>,
             Response = axum::http::Response<tonic::body::Body>,
@@ -87,12 +74,8 @@ impl<S> GrpcService for S where
         + Clone
         + Send
         + Sync
-        + 'static
+        + 'static,
 {
-}
-
-/// Adds `service`, behind the token check when `auth` is set.
-fn add(routes: Routes, service: impl GrpcService, auth: Option<&BearerAuth>) -> Routes {
     match auth {
         Some(auth) => routes.add_service(tonic::service::interceptor::InterceptedService::new(
             service,
@@ -105,7 +88,9 @@ fn add(routes: Routes, service: impl GrpcService, auth: Option<&BearerAuth>) -> 
 /// Builds every gRPC service: ours, health, and reflection in both protocol versions.
 pub fn routes(
     core: Core,
-    health: impl GrpcService,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
     access: &Access,
 ) -> Result<Routes, tonic_reflection::server::Error> {
     let reflection = || {
@@ -177,6 +162,46 @@ pub(crate) async fn metered<T>(
     metrics::histogram!(crate::metrics::GRPC_SECONDS, "method" => method)
         .record(started.elapsed().as_secs_f64());
     result
+}
+
+/// A read request: it may name the least log position its answer must reflect.
+pub(crate) trait ReadRequest {
+    fn min_cursor(&self) -> &str;
+}
+
+macro_rules! read_requests {
+    ($($request:ident),+ $(,)?) => {$(
+        impl ReadRequest for pb::$request {
+            fn min_cursor(&self) -> &str {
+                &self.min_cursor
+            }
+        }
+    )+};
+}
+
+read_requests!(
+    GetUserReadinessRequest,
+    ListUsersRequest,
+    GetReportRequest,
+    ListReportsRequest,
+);
+
+/// Answers a read RPC, [`metered`]: `answer` gets the request and its [`ReadOptions`] (its
+/// `min_cursor` and the caller's deadline).
+pub(crate) async fn read<T: ReadRequest, R, Fut>(
+    method: &'static str,
+    request: tonic::Request<T>,
+    answer: impl FnOnce(T, crate::core::ReadOptions) -> Fut,
+) -> Result<tonic::Response<R>, tonic::Status>
+where
+    Fut: std::future::Future<Output = Result<R, tonic::Status>>,
+{
+    metered(method, async move {
+        let (metadata, _, request) = request.into_parts();
+        let options = convert::read_options(&metadata, request.min_cursor())?;
+        Ok(tonic::Response::new(answer(request, options).await?))
+    })
+    .await
 }
 
 /// Ends every open `grpc.health.v1.Health/Watch` stream, after the status it last sent: such a

@@ -9,7 +9,7 @@ use tonic::Status;
 
 use super::status::invalid_argument;
 use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::core::CoreError;
+use crate::core::{AsOf, CoreError, Cursor};
 
 #[derive(Serialize, Deserialize)]
 struct Token {
@@ -72,6 +72,28 @@ where
         _ => String::new(),
     };
     Ok((items, next))
+}
+
+/// [`page`] of a read that is answered with the log position it reflects: also that position's
+/// encoded cursor.
+pub async fn page_as_of<T, K, Fut>(
+    request: PageRequest<'_>,
+    parse_key: impl FnOnce(&str) -> Result<K, Status>,
+    key_of: impl Fn(&T) -> String,
+    fetch: impl FnOnce(Option<K>, u64) -> Fut,
+) -> Result<(Vec<T>, String, String), Status>
+where
+    Fut: std::future::Future<Output = Result<AsOf<Vec<T>>, CoreError>>,
+{
+    let mut cursor = None;
+    let slot = &mut cursor;
+    let (items, next) = page(request, parse_key, key_of, |after, limit| async move {
+        let answer = fetch(after, limit).await?;
+        *slot = Some(answer.cursor);
+        Ok(answer.value)
+    })
+    .await?;
+    Ok((items, next, cursor.map(Cursor::encode).unwrap_or_default()))
 }
 
 /// A numeric page key (positions, inbox ids).

@@ -4,15 +4,13 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::page_token::{self, PageRequest};
-use super::pb::get_user_readiness_request::User;
 use super::pb::readiness_service_server::ReadinessService;
 use super::pb::{
     GetUserReadinessRequest, GetUserReadinessResponse, ListUsersRequest, ListUsersResponse,
     WatchReadinessRequest, WatchReadinessResponse,
 };
-use super::status::invalid_argument;
 use super::streams::{self, ServerStream};
-use crate::core::{Core, Cursor, UserFilter, UserLookup};
+use crate::core::{Core, UserFilter, UserView};
 
 pub struct ReadinessApi {
     core: Core,
@@ -43,22 +41,13 @@ impl ReadinessService for ReadinessApi {
         &self,
         request: Request<GetUserReadinessRequest>,
     ) -> Result<Response<GetUserReadinessResponse>, Status> {
-        super::metered("GetUserReadiness", async move {
-            let (metadata, _, request) = request.into_parts();
-            let options = convert::read_options(&metadata, &request.min_cursor)?;
-            let lookup = match request.user {
-                Some(User::UserId(id)) => UserLookup::Id(convert::uuid_field("user_id", &id)?),
-                Some(User::ExternalId(id)) if !id.trim().is_empty() => UserLookup::ExternalId(id),
-                Some(User::ExternalId(_)) => {
-                    return Err(invalid_argument("external_id", "must not be empty"));
-                }
-                None => return Err(invalid_argument("user", "set user_id or external_id")),
-            };
+        super::read("GetUserReadiness", request, |request, options| async move {
+            let lookup = convert::user_lookup(request.user.map(Into::into))?;
             let user = self.core.user_readiness(&lookup, &options).await?;
-            Ok(Response::new(GetUserReadinessResponse {
+            Ok(GetUserReadinessResponse {
                 user: Some(convert::user(&user.value)),
                 cursor: user.cursor.encode(),
-            }))
+            })
         })
         .await
     }
@@ -67,9 +56,7 @@ impl ReadinessService for ReadinessApi {
         &self,
         request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
-        super::metered("ListUsers", async move {
-            let (metadata, _, request) = request.into_parts();
-            let options = convert::read_options(&metadata, &request.min_cursor)?;
+        super::read("ListUsers", request, |request, options| async move {
             let filter = UserFilter {
                 state: convert::readiness_filter(request.state, "state")?,
                 external_id: Some(request.external_id.trim().to_owned())
@@ -83,24 +70,18 @@ impl ReadinessService for ReadinessApi {
                     request.state, request.external_id
                 ),
             };
-            let mut cursor = None;
-            let (core, slot) = (&self.core, &mut cursor);
-            let (users, next_page_token) = page_token::page(
+            let (users, next_page_token, cursor) = page_token::page_as_of(
                 paging,
                 |key| convert::uuid_field("page_token", key),
-                |user: &crate::core::UserView| user.id.to_string(),
-                |after, limit| async move {
-                    let page = core.list_users(&filter, after, limit, &options).await?;
-                    *slot = Some(page.cursor);
-                    Ok(page.value)
-                },
+                |user: &UserView| user.id.to_string(),
+                |after, limit| self.core.list_users(&filter, after, limit, &options),
             )
             .await?;
-            Ok(Response::new(ListUsersResponse {
+            Ok(ListUsersResponse {
                 users: users.iter().map(convert::user).collect(),
                 next_page_token,
-                cursor: cursor.map(Cursor::encode).unwrap_or_default(),
-            }))
+                cursor,
+            })
         })
         .await
     }

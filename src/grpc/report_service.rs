@@ -4,9 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::page_token::{self, PageRequest};
-use super::pb::get_report_request::Report;
 use super::pb::report_service_server::ReportService;
-use super::pb::request_report_request::User;
 use super::pb::{
     DocumentFormat, GetReportDocumentRequest, GetReportDocumentResponse, GetReportRequest,
     GetReportResponse, ListReportsRequest, ListReportsResponse, RequestReportRequest,
@@ -16,7 +14,7 @@ use super::status::invalid_argument;
 use super::streams::{self, ServerStream};
 use tokio_stream::StreamExt;
 
-use crate::core::{self, Core, ReportFilter, ReportLookup, ReportRequest, ReportView, UserLookup};
+use crate::core::{self, Core, ReportFilter, ReportRequest, ReportView};
 use crate::domain::ReportType;
 use crate::domain::argyle::MAX_NAME_LEN;
 
@@ -49,19 +47,13 @@ impl ReportService for ReportApi {
         &self,
         request: Request<GetReportRequest>,
     ) -> Result<Response<GetReportResponse>, Status> {
-        super::metered("GetReport", async move {
-            let (metadata, _, request) = request.into_parts();
-            let options = convert::read_options(&metadata, &request.min_cursor)?;
-            let lookup = match request.report {
-                Some(Report::Id(id)) => report_lookup(Some(id), None)?,
-                Some(Report::ArgyleReportId(id)) => report_lookup(None, Some(id))?,
-                None => report_lookup(None, None)?,
-            };
+        super::read("GetReport", request, |request, options| async move {
+            let lookup = convert::report_lookup(request.report.map(Into::into))?;
             let report = self.core.report_as_of(&lookup, &options).await?;
-            Ok(Response::new(GetReportResponse {
+            Ok(GetReportResponse {
                 report: Some(convert::report(&report.value)),
                 cursor: report.cursor.encode(),
-            }))
+            })
         })
         .await
     }
@@ -70,9 +62,7 @@ impl ReportService for ReportApi {
         &self,
         request: Request<ListReportsRequest>,
     ) -> Result<Response<ListReportsResponse>, Status> {
-        super::metered("ListReports", async move {
-            let (metadata, _, request) = request.into_parts();
-            let options = convert::read_options(&metadata, &request.min_cursor)?;
+        super::read("ListReports", request, |request, options| async move {
             let user = match request.user_id.trim() {
                 "" => None,
                 id => Some(convert::uuid_field("user_id", id)?),
@@ -98,27 +88,21 @@ impl ReportService for ReportApi {
                     request.user_id, request.r#type, request.type_name, request.status
                 ),
             };
-            let mut cursor = None;
-            let (core, slot) = (&self.core, &mut cursor);
-            let (reports, next_page_token) = page_token::page(
+            let (reports, next_page_token, cursor) = page_token::page_as_of(
                 paging,
                 page_token::numeric_key,
                 |view: &ReportView| view.position.to_string(),
-                |after, limit| async move {
-                    let page = core.list_reports(&filter, after, limit, &options).await?;
-                    *slot = Some(page.cursor);
-                    Ok(page.value)
-                },
+                |after, limit| self.core.list_reports(&filter, after, limit, &options),
             )
             .await?;
-            Ok(Response::new(ListReportsResponse {
+            Ok(ListReportsResponse {
                 reports: reports
                     .iter()
                     .map(|view| convert::report(&view.report))
                     .collect(),
                 next_page_token,
-                cursor: cursor.map(|cursor| cursor.encode()).unwrap_or_default(),
-            }))
+                cursor,
+            })
         })
         .await
     }
@@ -129,16 +113,10 @@ impl ReportService for ReportApi {
     ) -> Result<Response<RequestReportResponse>, Status> {
         super::metered("RequestReport", async move {
             let request = request.into_inner();
-            let user = match request.user {
-                Some(User::UserId(id)) => UserLookup::Id(convert::uuid_field("user_id", &id)?),
-                Some(User::ExternalId(id)) if !id.trim().is_empty() => {
-                    UserLookup::ExternalId(id.trim().to_owned())
-                }
-                Some(User::ExternalId(_)) => {
-                    return Err(invalid_argument("external_id", "must not be empty"));
-                }
-                None => return Err(invalid_argument("user", "set user_id or external_id")),
-            };
+            let user = request
+                .user
+                .map(|user| convert::Named::from(user).trimmed());
+            let user = convert::user_lookup(user)?;
             let request_id = request.request_id.trim();
             if request_id.len() > MAX_NAME_LEN {
                 return Err(invalid_argument(
@@ -169,13 +147,8 @@ impl ReportService for ReportApi {
         request: Request<GetReportDocumentRequest>,
     ) -> Result<Response<Self::GetReportDocumentStream>, Status> {
         super::metered("GetReportDocument", async move {
-            use super::pb::get_report_document_request::Report as Which;
             let request = request.into_inner();
-            let lookup = match request.report {
-                Some(Which::Id(id)) => report_lookup(Some(id), None)?,
-                Some(Which::ArgyleReportId(id)) => report_lookup(None, Some(id))?,
-                None => report_lookup(None, None)?,
-            };
+            let lookup = convert::report_lookup(request.report.map(Into::into))?;
             let format = match DocumentFormat::try_from(request.format) {
                 Ok(DocumentFormat::Pdf) => core::DocumentFormat::Pdf,
                 Ok(DocumentFormat::Json) => core::DocumentFormat::Json,
@@ -210,18 +183,6 @@ impl ReportService for ReportApi {
             Ok(Response::new(stream))
         })
         .await
-    }
-}
-
-/// A report named by this service's id or by Argyle's.
-fn report_lookup(id: Option<String>, argyle: Option<String>) -> Result<ReportLookup, Status> {
-    match (id, argyle) {
-        (Some(id), _) => Ok(ReportLookup::Id(convert::uuid_field("id", &id)?)),
-        (None, Some(id)) if !id.trim().is_empty() => {
-            Ok(ReportLookup::ArgyleId(id.trim().to_owned()))
-        }
-        (None, Some(_)) => Err(invalid_argument("argyle_report_id", "must not be empty")),
-        (None, None) => Err(invalid_argument("report", "set id or argyle_report_id")),
     }
 }
 

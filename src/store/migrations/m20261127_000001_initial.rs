@@ -3,71 +3,11 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+use super::names::{Accounts, Deliveries, Events, Reports, Users};
 use super::parts;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-#[derive(DeriveIden)]
-enum Deliveries {
-    Table,
-    Id,
-    BodySha256,
-    Body,
-    EventName,
-    Subscription,
-    UserId,
-    Status,
-    Error,
-    ReceivedAt,
-}
-
-#[derive(DeriveIden)]
-enum Users {
-    Table,
-    UserId,
-    ExternalId,
-    State,
-    StateSince,
-    CreatedAt,
-    UpdatedAt,
-}
-
-#[derive(DeriveIden)]
-enum Accounts {
-    Table,
-    AccountId,
-    UserId,
-    State,
-    Facts,
-    ErrorCode,
-    ErrorMessage,
-    LastSyncedAt,
-    FirstSeenAt,
-    UpdatedAt,
-}
-
-#[derive(DeriveIden)]
-enum Reports {
-    Table,
-    Seq,
-    Id,
-    ArgyleReportId,
-    UserId,
-    ReportType,
-    GeneratedAt,
-    DeliveryId,
-}
-
-#[derive(DeriveIden)]
-enum Events {
-    Table,
-    Seq,
-    Kind,
-    UserId,
-    Payload,
-    RecordedAt,
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {

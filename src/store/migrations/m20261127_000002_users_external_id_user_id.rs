@@ -5,17 +5,11 @@
 
 use sea_orm_migration::prelude::*;
 
+use super::names::Users;
 use super::parts;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-#[derive(DeriveIden)]
-enum Users {
-    Table,
-    UserId,
-    ExternalId,
-}
 
 const OLD: &str = "users_external_id";
 const NEW: &str = "users_external_id_user_id";

@@ -4,17 +4,11 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+use super::names::WriteProbe;
 use super::parts;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-#[derive(DeriveIden)]
-enum WriteProbe {
-    Table,
-    Id,
-    Probes,
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {

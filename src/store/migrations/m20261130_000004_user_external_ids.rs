@@ -6,25 +6,11 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+use super::names::{UserExternalIds, Users};
 use super::parts;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-#[derive(DeriveIden)]
-enum Users {
-    Table,
-    UserId,
-    ExternalId,
-    ExternalIds,
-}
-
-#[derive(DeriveIden)]
-enum UserExternalIds {
-    Table,
-    ExternalId,
-    UserId,
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {

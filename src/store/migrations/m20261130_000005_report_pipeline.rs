@@ -9,43 +9,11 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+use super::names::{Jobs, Reports};
 use super::parts;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-#[derive(DeriveIden)]
-enum Reports {
-    Table,
-    Seq,
-    Status,
-    StatusReason,
-    Origin,
-    RequestId,
-    RequestFingerprint,
-    RequestedAt,
-    AnnouncedAt,
-    GeneratedAt,
-    Details,
-    UpdatedAt,
-}
-
-#[derive(DeriveIden)]
-enum Jobs {
-    Table,
-    Id,
-    Kind,
-    DedupeKey,
-    ReportId,
-    UserId,
-    Payload,
-    State,
-    Attempts,
-    NextAttemptAt,
-    LastError,
-    CreatedAt,
-    UpdatedAt,
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {

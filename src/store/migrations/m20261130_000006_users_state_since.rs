@@ -3,25 +3,24 @@
 
 use sea_orm_migration::prelude::*;
 
+use super::names::Users;
 use super::parts;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-#[derive(DeriveIden)]
-enum Users {
-    Table,
-    State,
-    StateSince,
-}
 
 const NAME: &str = "users_state_state_since";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let mut index = parts::index(NAME, Users::Table, [Users::State, Users::StateSince]);
-        manager.create_index(index.if_not_exists().to_owned()).await
+        parts::create_index_if_missing(
+            manager,
+            NAME,
+            Users::Table,
+            [Users::State, Users::StateSince],
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

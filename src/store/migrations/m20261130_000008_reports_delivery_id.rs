@@ -5,24 +5,18 @@
 
 use sea_orm_migration::prelude::*;
 
+use super::names::Reports;
 use super::parts;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-#[derive(DeriveIden)]
-enum Reports {
-    Table,
-    DeliveryId,
-}
 
 const NAME: &str = "reports_delivery_id";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let mut index = parts::index(NAME, Reports::Table, [Reports::DeliveryId]);
-        manager.create_index(index.if_not_exists().to_owned()).await
+        parts::create_index_if_missing(manager, NAME, Reports::Table, [Reports::DeliveryId]).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

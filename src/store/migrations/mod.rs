@@ -13,6 +13,7 @@ mod m20261130_000005_report_pipeline;
 mod m20261130_000006_users_state_since;
 mod m20261130_000007_deliveries_rejected_index;
 mod m20261130_000008_reports_delivery_id;
+mod names;
 mod parts;
 
 /// Every migration, in order. Run at start-up by [`super::connect`].

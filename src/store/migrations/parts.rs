@@ -34,6 +34,21 @@ pub async fn create_indexes(
     Ok(())
 }
 
+/// Creates index `name` on `table` over `columns`, unless it exists.
+pub async fn create_index_if_missing<T, C>(
+    manager: &SchemaManager<'_>,
+    name: &str,
+    table: T,
+    columns: impl IntoIterator<Item = C>,
+) -> Result<(), DbErr>
+where
+    T: IntoIden,
+    C: IntoIndexColumn,
+{
+    let mut index = index(name, table, columns);
+    manager.create_index(index.if_not_exists().to_owned()).await
+}
+
 /// Drops index `name` on `table`.
 pub async fn drop_index<T: IntoIden>(
     manager: &SchemaManager<'_>,
