@@ -113,12 +113,8 @@ impl Core {
             state: filter.state,
             external_id: filter.external_id.clone(),
         };
-        let (users, position) = self.store.users_as_of(&query, after, limit).await?;
-        self.check_reached(options, position)?;
-        Ok(AsOf {
-            value: users.iter().map(UserView::from).collect(),
-            cursor: Cursor(position),
-        })
+        let users = self.store.users_as_of(&query, after, limit).await?;
+        listed(options, users, |user| UserView::from(&user))
     }
 
     /// One report, read fresh from the database (for the pipeline's own use).
@@ -171,28 +167,31 @@ impl Core {
                 vec![]
             },
         };
-        let (reports, position) = self.store.reports_as_of(&query, after, limit).await?;
-        self.check_reached(options, position)?;
-        Ok(AsOf {
-            value: reports
-                .into_iter()
-                .map(|(position, report)| ReportView { position, report })
-                .collect(),
-            cursor: Cursor(position),
+        let reports = self.store.reports_as_of(&query, after, limit).await?;
+        listed(options, reports, |(position, report)| ReportView {
+            position,
+            report,
         })
     }
+}
 
-    /// A list read from the database has every committed event: a `min_cursor` beyond its
-    /// position is beyond the log.
-    fn check_reached(&self, options: &ReadOptions, position: i64) -> Result<(), CoreError> {
-        match options.min_cursor {
-            Some(min) if min.0 > position => Err(CoreError::FailedPrecondition(format!(
-                "min_cursor is ahead of this service's event log (at most {}): it was issued by \
-                 another deployment or the log was reset",
-                Cursor(position).encode()
-            ))),
-            _ => Ok(()),
-        }
+/// A list read from the database at log position `position`, as views. Such a list has every
+/// committed event: a `min_cursor` beyond its position is beyond the log.
+fn listed<R, V>(
+    options: &ReadOptions,
+    (rows, position): (Vec<R>, i64),
+    view: impl FnMut(R) -> V,
+) -> Result<AsOf<Vec<V>>, CoreError> {
+    match options.min_cursor {
+        Some(min) if min.0 > position => Err(CoreError::FailedPrecondition(format!(
+            "min_cursor is ahead of this service's event log (at most {}): it was issued by \
+             another deployment or the log was reset",
+            Cursor(position).encode()
+        ))),
+        _ => Ok(AsOf {
+            value: rows.into_iter().map(view).collect(),
+            cursor: Cursor(position),
+        }),
     }
 }
 
