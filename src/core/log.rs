@@ -415,6 +415,8 @@ impl Subscriber {
 async fn listen_for_replicas(notifications: crate::store::log::Notifications, log: Arc<LogShared>) {
     while !log.stop.is_cancelled() {
         tokio::select! {
+            // At shutdown the pool closes too: the listener's error then is no news.
+            biased;
             _ = log.stop.cancelled() => return,
             error = notifications.listen(|| log.wake.notify_one()) => {
                 tracing::warn!(%error, "LISTEN connection lost; relying on polling until it returns");
