@@ -96,6 +96,7 @@ pub(super) struct Batches {
     pub(super) write_lock: WriteLock,
     pub(super) health: Arc<Health>,
     pub(super) reports: Arc<super::reports::Pipeline>,
+    pub(super) log: Arc<super::log::LogShared>,
     pub(super) max_batch: usize,
 }
 
@@ -211,8 +212,9 @@ impl Batches {
         let stored = store_batch(&self.store, jobs, &jobs[0].span, &self.reports).await;
         self.health
             .record_ingest(stored.as_ref().map(|(reports, _)| reports.as_slice()));
-        // The follower is woken by each sender's `Core::settle`, which waits for it.
-        let (reports, last) = stored?;
+        // Handed to the follower; each sender's `Core::settle` waits for it to apply them.
+        let (reports, appended) = stored?;
+        let last = self.log.hand_over(appended);
         self.health.check_file()?;
         Ok((reports, last))
     }

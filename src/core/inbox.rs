@@ -84,7 +84,9 @@ impl Core {
             }
         };
         let summary = batch.record_verdict(id, verdict).await?;
-        let last = pipeline::commit(batch, &events, at).await?;
+        let last = self
+            .log
+            .hand_over(pipeline::commit(batch, events, at).await?);
         self.settle(last).await;
         Ok((summary, outcome))
     }

@@ -297,9 +297,8 @@ impl Core {
             }
         }
         batch.finish_attempt(job.id, &outcome.attempt, at).await?;
-        if super::pipeline::commit(batch, &events, at).await?.is_some() {
-            self.log.committed();
-        }
+        self.log
+            .hand_over(super::pipeline::commit(batch, events, at).await?);
         Ok(())
     }
 

@@ -3,7 +3,11 @@
 //!
 //! **One follower per process** reads new rows once and fans them out on a bounded broadcast
 //! channel; it is woken by local commits, by PostgreSQL `NOTIFY` from other replicas (a hint
-//! only), and by a poll interval (the fallback). Subscribers catch up from the database, then
+//! only), and by a poll interval (the fallback). A local commit hands its entries over as it
+//! wrote them: when they follow on from the last position applied, with no hole (every lower
+//! position is applied, so nothing committed in between can be missed), the follower applies
+//! them without reading them back; a hole (another replica's entries, a rolled-back sequence
+//! value, a commit handed over late) sends it to the database, which has everything committed. Subscribers catch up from the database, then
 //! follow the broadcast; one that falls behind the channel's capacity goes back to reading from
 //! the database, so a slow subscriber never blocks ingestion or other subscribers and never loses
 //! events, and its memory stays bounded.
@@ -17,12 +21,16 @@ use chrono::Utc;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::read_model::ReadModel;
 use super::{Core, CoreError};
 use crate::domain::ReadinessState;
 use crate::domain::events::{DomainEvent, LoggedEvent};
 use crate::store::Store;
 /// Rows read per database round trip while catching up.
 const BATCH: u64 = 1000;
+/// Local commits handed over and not yet taken by the follower; beyond this they are dropped
+/// and the follower reads the database instead.
+const HANDED_MAX: usize = 1024;
 
 /// Tuning of the log follower, the streams and the read model it keeps.
 #[derive(Debug, Clone)]
@@ -97,8 +105,12 @@ pub type EventFilter = Arc<dyn Fn(&DomainEvent) -> bool + Send + Sync>;
 /// The shared half of the log: follower wake-ups and the live broadcast.
 pub(super) struct LogShared {
     tail: broadcast::Sender<Arc<LoggedEvent>>,
-    /// Woken after a local commit that appended events (and by NOTIFY from other replicas).
+    /// Woken by NOTIFY from other replicas and by local writes not handed over: read the log.
     wake: Notify,
+    /// Entries local commits appended, as they wrote them, for the follower.
+    handed: std::sync::Mutex<Vec<Vec<LoggedEvent>>>,
+    /// Woken when a local commit hands its entries over.
+    handed_wake: Notify,
     options: StreamOptions,
     /// Cancelled at shutdown: ends the follower and every open stream.
     stop: CancellationToken,
@@ -155,15 +167,40 @@ impl LogShared {
         Arc::new(Self {
             tail,
             wake: Notify::new(),
+            handed: std::sync::Mutex::new(Vec::new()),
+            handed_wake: Notify::new(),
             options,
             stop: CancellationToken::new(),
             users: UserCounts::default(),
         })
     }
 
-    /// Tells the follower that new events were committed.
-    pub(super) fn committed(&self) {
-        self.wake.notify_one();
+    /// Hands the entries a local transaction appended (and committed) to the follower; returns
+    /// the position of the last one, if any.
+    pub(super) fn hand_over(&self, appended: Vec<LoggedEvent>) -> Option<i64> {
+        let last = appended.last()?.seq;
+        let mut handed = self
+            .handed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed.len() < HANDED_MAX {
+            handed.push(appended);
+            drop(handed);
+            self.handed_wake.notify_one();
+        } else {
+            drop(handed);
+            self.wake.notify_one();
+        }
+        Some(last)
+    }
+
+    fn take_handed(&self) -> Vec<Vec<LoggedEvent>> {
+        std::mem::take(
+            &mut *self
+                .handed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     pub(super) fn stop(&self) {
@@ -211,32 +248,39 @@ impl Core {
             tokio::spawn(listen_for_replicas(notifications, log.clone()));
         }
         tokio::spawn(async move {
+            let poll = log.options.poll_interval;
+            // Read the database at start, when woken by anything but a handed-over commit, and
+            // at least once per poll interval.
+            let mut read_database = true;
+            let mut last_read = tokio::time::Instant::now();
             loop {
-                match store.read_log(last, BATCH).await {
-                    Ok(events) => {
-                        let full = events.len() as u64 == BATCH;
-                        // Views first: a stream client may read right after an event arrives.
-                        model.apply(&events);
-                        for event in events {
-                            last = event.seq;
-                            log.users.apply(&event.event);
-                            // No receivers is fine: nobody is streaming.
-                            let _ = log.tail.send(Arc::new(event));
+                let (handed, complete) = follows_on(last, log.take_handed());
+                apply(&model, &log, handed, &mut last);
+                if read_database || !complete || last_read.elapsed() >= poll {
+                    last_read = tokio::time::Instant::now();
+                    loop {
+                        match store.read_log(last, BATCH).await {
+                            Ok(events) => {
+                                let full = events.len() as u64 == BATCH;
+                                apply(&model, &log, events, &mut last);
+                                if full {
+                                    continue;
+                                }
+                            }
+                            Err(error) => {
+                                metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
+                                tracing::warn!(%error, "event log follower could not read");
+                            }
                         }
-                        if full {
-                            continue;
-                        }
-                    }
-                    Err(error) => {
-                        metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
-                        tracing::warn!(%error, "event log follower could not read");
+                        break;
                     }
                 }
-                tokio::select! {
+                read_database = tokio::select! {
                     _ = log.stop.cancelled() => return,
-                    _ = log.wake.notified() => {}
-                    _ = tokio::time::sleep(log.options.poll_interval) => {}
-                }
+                    _ = log.wake.notified() => true,
+                    _ = log.handed_wake.notified() => false,
+                    _ = tokio::time::sleep(poll) => true,
+                };
             }
         });
         Ok(())
@@ -410,6 +454,38 @@ impl Subscriber {
     }
 }
 
+/// Applies `events` (in log order, after `last`) to the read model, the user counts and the live
+/// broadcast, and moves `last` to the last of them.
+fn apply(model: &ReadModel, log: &LogShared, events: Vec<LoggedEvent>, last: &mut i64) {
+    // Views first: a stream client may read right after an event arrives.
+    model.apply(&events);
+    for event in events {
+        *last = event.seq;
+        log.users.apply(&event.event);
+        // No receivers is fine: nobody is streaming.
+        let _ = log.tail.send(Arc::new(event));
+    }
+}
+
+/// Of the commits handed over, the entries that follow on from `last` with no hole, in order;
+/// and whether that is all of them (entries at or before `last` were applied already). `false`
+/// means a hole: the rest must be read from the database.
+fn follows_on(mut last: i64, mut handed: Vec<Vec<LoggedEvent>>) -> (Vec<LoggedEvent>, bool) {
+    handed.sort_by_key(|entries| entries.first().map(|event| event.seq));
+    let mut next = Vec::new();
+    for event in handed.into_iter().flatten() {
+        if event.seq <= last {
+            continue;
+        }
+        if event.seq != last + 1 {
+            return (next, false);
+        }
+        last = event.seq;
+        next.push(event);
+    }
+    (next, true)
+}
+
 /// Forwards PostgreSQL notifications from other replicas as follower wake-ups. A hint only:
 /// if the listener is down, the poll interval still finds every event.
 async fn listen_for_replicas(notifications: crate::store::log::Notifications, log: Arc<LogShared>) {
@@ -460,6 +536,54 @@ mod tests {
                 (ReadinessState::Blocked, 0),
             ]
         );
+    }
+
+    fn entries(positions: &[i64]) -> Vec<LoggedEvent> {
+        let user = crate::domain::UserId(uuid::Uuid::nil());
+        positions
+            .iter()
+            .map(|&seq| LoggedEvent {
+                seq,
+                recorded_at: chrono::DateTime::UNIX_EPOCH,
+                event: DomainEvent::ViewChanged {
+                    user,
+                    reports: vec![],
+                    external_ids: vec![],
+                },
+            })
+            .collect()
+    }
+
+    fn positions(events: &[LoggedEvent]) -> Vec<i64> {
+        events.iter().map(|event| event.seq).collect()
+    }
+
+    #[test]
+    fn handed_over_commits_are_applied_in_log_order_up_to_the_first_hole() {
+        // (last applied, commits handed over, applied from them, no hole)
+        type Case = (i64, &'static [&'static [i64]], &'static [i64], bool);
+        let cases: [Case; 7] = [
+            (10, &[], &[], true),
+            (10, &[&[11, 12]], &[11, 12], true),
+            // Committers hand over in any order; the follower applies in log order.
+            (10, &[&[13, 14], &[11, 12]], &[11, 12, 13, 14], true),
+            // Already read from the database.
+            (10, &[&[9, 10], &[11]], &[11], true),
+            // Another replica's entry, or a rolled-back sequence value, at 11.
+            (10, &[&[12, 13]], &[], false),
+            (10, &[&[11], &[13]], &[11], false),
+            // A hole inside one commit's positions is a hole too.
+            (10, &[&[11, 13]], &[11], false),
+        ];
+        for (last, handed, applied, complete) in cases {
+            let runs = handed.iter().map(|run| entries(run)).collect();
+            let (next, all) = follows_on(last, runs);
+            assert_eq!(
+                (positions(&next), all),
+                (applied.to_vec(), complete),
+                "after {last}, handed {handed:?}"
+            );
+        }
     }
 
     #[test]

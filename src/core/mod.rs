@@ -138,6 +138,7 @@ impl Core {
             write_lock: write_lock.clone(),
             health: health.clone(),
             reports: pipeline.clone(),
+            log: log.clone(),
             max_batch: ingest.max_batch,
         };
         let core = Self {

@@ -13,7 +13,7 @@ use super::CoreError;
 use super::ingest::{IngestReport, Job, Outcome};
 use super::reports::Pipeline;
 use crate::domain::argyle::ArgyleEvent;
-use crate::domain::events::DomainEvent;
+use crate::domain::events::{DomainEvent, LoggedEvent};
 use crate::domain::user::{self, DeliveryRef, User};
 use crate::domain::{DeliveryStatus, time};
 use crate::store::{Batch, Inboxed, NewDelivery, Store, Wanted};
@@ -38,15 +38,14 @@ pub(super) struct Applied {
 }
 
 /// Stores a batch of deliveries in one transaction and answers each, in job order. Returns the
-/// answers and the log position of the last event appended, if any (the log follower is then
-/// woken). The work is
-/// traced under `parent` (the first delivery's `ingest` span) as `apply` and `commit`.
+/// answers and the events appended, as logged (for the log follower). The work is traced under
+/// `parent` (the first delivery's `ingest` span) as `apply` and `commit`.
 pub(super) async fn store_batch(
     store: &Store,
     jobs: &[Job],
     parent: &tracing::Span,
     reports: &Pipeline,
-) -> Result<(Vec<IngestReport>, Option<i64>), CoreError> {
+) -> Result<(Vec<IngestReport>, Vec<LoggedEvent>), CoreError> {
     let at = time::now();
     let (distinct_of, firsts) = distinct_bodies(jobs);
 
@@ -75,7 +74,7 @@ pub(super) async fn store_batch(
     .instrument(apply_span)
     .await?;
     let commit_span = tracing::info_span!(parent: parent, "commit", batch = jobs.len());
-    let appended = commit(batch, &applied.events, at)
+    let appended = commit(batch, applied.events, at)
         .instrument(commit_span)
         .await?;
     if applied.jobs > 0 {
@@ -122,17 +121,25 @@ fn distinct_bodies(jobs: &[Job]) -> (HashMap<&str, usize>, Vec<usize>) {
     (distinct_of, firsts)
 }
 
-/// Appends `events` (under the log's append lock) and commits; returns the log position of the
-/// last one, if any was appended.
+/// Appends `events` (under the log's append lock) and commits; returns them as logged, for the
+/// caller to hand to this process's log follower (`LogShared::hand_over`).
 pub(super) async fn commit(
     batch: Batch,
-    events: &[DomainEvent],
+    events: Vec<DomainEvent>,
     at: DateTime<Utc>,
-) -> Result<Option<i64>, CoreError> {
+) -> Result<Vec<LoggedEvent>, CoreError> {
     let span = tracing::info_span!("append_events", count = events.len());
-    let last = batch.append(events, at).instrument(span).await?;
+    let positions = batch.append(&events, at).instrument(span).await?;
     batch.commit().await?;
-    Ok(last)
+    Ok(positions
+        .into_iter()
+        .zip(events)
+        .map(|(seq, event)| LoggedEvent {
+            seq,
+            recorded_at: at,
+            event,
+        })
+        .collect())
 }
 
 /// The answer to the first copy of a body in its batch.

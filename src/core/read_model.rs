@@ -297,8 +297,8 @@ impl Core {
         self.read_model.reach(min, options.deadline, end).await
     }
 
-    /// Wakes the log follower after a commit whose last event is at `last`, and waits until
-    /// this process's read model has applied it, so that whatever answers the writer next
+    /// Waits until this process's read model has applied a commit whose last event is at `last`
+    /// (handed to the follower with `LogShared::hand_over`), so that whatever answers the writer next
     /// (a webhook's 2xx, a request's reply) is followed by reads that see the write. The wait
     /// is bounded by `read_wait_max_ms`: the write is durable either way, and a follower that
     /// slow is reported by the follower itself.
@@ -306,7 +306,6 @@ impl Core {
         let Some(last) = last else {
             return;
         };
-        self.log.committed();
         let mut position = self.read_model.position.subscribe();
         let limit = self.read_model.wait_max;
         let applied = async {

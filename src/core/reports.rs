@@ -279,7 +279,9 @@ impl Core {
         let event = user.record_request(report.clone());
         batch.save(loaded.users.values()).await?;
         batch.enqueue(&[job]).await?;
-        let last = super::pipeline::commit(batch, &[event], at).await?;
+        let last = self
+            .log
+            .hand_over(super::pipeline::commit(batch, vec![event], at).await?);
         self.pipeline.wake.notify_one();
         self.settle(last).await;
         Ok(report)

@@ -356,13 +356,13 @@ impl Batch {
         write(&self.txn, external_ids, Conflict::Ignore(&key)).await
     }
 
-    /// Appends events to the log under the append lock (see `store::log`); returns the last
-    /// entry's position, if any was appended.
+    /// Appends events to the log under the append lock (see `store::log`); returns their
+    /// positions, in order.
     pub async fn append(
         &self,
         events: &[DomainEvent],
         at: DateTime<Utc>,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Vec<i64>, StoreError> {
         super::log::append(&self.txn, events, at).await
     }
 

@@ -27,14 +27,15 @@ pub const NOTIFY_CHANNEL: &str = "readiness_events";
 pub const APPEND_LOCK_KEY: i64 = 0x7265_6164_696e_6573;
 
 /// Appends `events` in the caller's transaction: takes the append lock, hints other replicas
-/// (PostgreSQL `NOTIFY`, delivered at commit) in the same statement, then inserts them.
+/// (PostgreSQL `NOTIFY`, delivered at commit) in the same statement, then inserts them. Returns
+/// their positions, in the order of `events` (rows draw their sequence values in that order).
 pub(super) async fn append(
     txn: &impl ConnectionTrait,
     events: &[DomainEvent],
     at: DateTime<Utc>,
-) -> Result<Option<i64>, StoreError> {
+) -> Result<Vec<i64>, StoreError> {
     if events.is_empty() {
-        return Ok(None);
+        return Ok(vec![]);
     }
     let rows = events
         .iter()
@@ -62,16 +63,18 @@ pub(super) async fn append(
             .returning("seq")
             .run(txn)
             .await?;
-        let mut last = None;
-        for row in appended {
-            last = last.max(Some(row.try_get::<i64>("", "seq")?));
-        }
-        return Ok(last);
+        let mut positions = appended
+            .into_iter()
+            .map(|row| row.try_get::<i64>("", "seq"))
+            .collect::<Result<Vec<_>, _>>()?;
+        positions.sort_unstable();
+        return Ok(positions);
     }
-    let appended = event::Entity::insert_many(rows)
+    let mut positions = event::Entity::insert_many(rows)
         .exec_with_returning_keys(txn)
         .await?;
-    Ok(appended.into_iter().max())
+    positions.sort_unstable();
+    Ok(positions)
 }
 
 pub(super) async fn last_seq(db: &impl ConnectionTrait) -> Result<i64, StoreError> {

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use readiness::core::{Start, StreamItem};
-use readiness::domain::events::ALL_KINDS;
+use readiness::domain::events::{ALL_KINDS, LoggedEvent};
 use readiness::domain::signature::{Secret, sign};
 use readiness::grpc::pb::stream_report_events_response::Message;
 use readiness::grpc::pb::watch_readiness_response::Message as WatchMessage;
 use readiness::grpc::pb::{self, ReadinessState, ReportType, StartPosition};
 use readiness::store::entities::event;
-use sea_orm::{EntityTrait, QueryOrder};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use tonic::{Code, Streaming};
 
 use crate::helpers::{SECRET, TestApp, body, new_id};
@@ -642,7 +642,7 @@ async fn shutdown_with_open_streams_ends_them_well_within_the_grace_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_never_make_a_follower_skip_or_repeat_an_event() {
+async fn concurrent_writers_never_make_a_follower_skip_repeat_or_alter_an_event() {
     let app = TestApp::spawn().await;
     for round in 0..5 {
         let mut follower = app
@@ -682,28 +682,39 @@ async fn concurrent_writers_never_make_a_follower_skip_or_repeat_an_event() {
             writer.await.unwrap();
         }
 
-        let committed: Vec<i64> = event::Entity::find()
+        // As stored: the follower applies most of these as their commits handed them over, not
+        // as read back, and must deliver exactly what a reader of the log gets.
+        let committed: Vec<LoggedEvent> = event::Entity::find()
+            .filter(event::Column::Seq.gt(start.0))
             .order_by_asc(event::Column::Seq)
             .all(app.core.db())
             .await
             .unwrap()
             .into_iter()
-            .map(|row| row.seq)
-            .filter(|seq| *seq > start.0)
+            .map(|row| LoggedEvent {
+                seq: row.seq,
+                recorded_at: row.recorded_at,
+                event: serde_json::from_str(&row.payload).unwrap(),
+            })
             .collect();
         // One deadline for the whole collection: heartbeats alone must not keep it waiting.
         let mut seen = Vec::new();
         let collect = async {
             while seen.len() < committed.len() {
                 match follower.recv().await.unwrap().unwrap() {
-                    StreamItem::Event(event) => seen.push(event.seq),
+                    StreamItem::Event(event) => seen.push(event),
                     StreamItem::Heartbeat(_) => {}
                     StreamItem::CaughtUp(_) => panic!("a second caught-up marker"),
                 }
             }
         };
         let complete = tokio::time::timeout(PATIENCE, collect).await.is_ok();
-        let missing: Vec<_> = committed.iter().filter(|seq| !seen.contains(seq)).collect();
+        let seen: Vec<LoggedEvent> = seen.iter().map(|event| (**event).clone()).collect();
+        let missing: Vec<i64> = committed
+            .iter()
+            .filter(|event| !seen.contains(event))
+            .map(|event| event.seq)
+            .collect();
         assert!(
             complete,
             "round {round}: the follower skipped {} committed events: {missing:?}",
@@ -713,7 +724,8 @@ async fn concurrent_writers_never_make_a_follower_skip_or_repeat_an_event() {
             seen, committed,
             "round {round}: every event exactly once, in order"
         );
-        assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), seen.len());
+        let positions: BTreeSet<i64> = seen.iter().map(|event| event.seq).collect();
+        assert_eq!(positions.len(), seen.len());
         assert_eq!(
             committed.len(),
             8 * 25 * 4,
