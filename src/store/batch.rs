@@ -113,6 +113,8 @@ pub struct Loaded {
 /// One open transaction of the ingest pipeline.
 pub struct Batch {
     txn: DatabaseTransaction,
+    /// The store's `origin`, for the log notification.
+    origin: std::sync::Arc<str>,
 }
 
 impl Store {
@@ -120,6 +122,7 @@ impl Store {
     pub async fn begin_batch(&self) -> Result<Batch, StoreError> {
         Ok(Batch {
             txn: self.db.begin().await?,
+            origin: self.origin.clone(),
         })
     }
 }
@@ -363,7 +366,7 @@ impl Batch {
         events: &[DomainEvent],
         at: DateTime<Utc>,
     ) -> Result<Vec<i64>, StoreError> {
-        super::log::append(&self.txn, events, at).await
+        super::log::append(&self.txn, events, at, &self.origin).await
     }
 
     /// Commits everything; only then may the senders be answered.

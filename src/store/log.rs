@@ -27,12 +27,14 @@ pub const NOTIFY_CHANNEL: &str = "readiness_events";
 pub const APPEND_LOCK_KEY: i64 = 0x7265_6164_696e_6573;
 
 /// Appends `events` in the caller's transaction: takes the append lock, hints other replicas
-/// (PostgreSQL `NOTIFY`, delivered at commit) in the same statement, then inserts them. Returns
-/// their positions, in the order of `events` (rows draw their sequence values in that order).
+/// (PostgreSQL `NOTIFY` with `origin` as payload, delivered at commit) in the same statement,
+/// then inserts them. Returns their positions, in the order of `events` (rows draw their
+/// sequence values in that order).
 pub(super) async fn append(
     txn: &impl ConnectionTrait,
     events: &[DomainEvent],
     at: DateTime<Utc>,
+    origin: &str,
 ) -> Result<Vec<i64>, StoreError> {
     if events.is_empty() {
         return Ok(vec![]);
@@ -56,7 +58,7 @@ pub(super) async fn append(
     if txn.get_database_backend() == DbBackend::Postgres {
         // One statement: the lock is taken before the rows draw their sequence numbers.
         let lock = format!(
-            "SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}), pg_notify('{NOTIFY_CHANNEL}', '')"
+            "SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}), pg_notify('{NOTIFY_CHANNEL}', '{origin}')"
         );
         let appended = RowsWrite::new(&rows, Conflict::Fail)?
             .after(&lock)
@@ -160,11 +162,12 @@ impl Store {
         Ok((last, users))
     }
 
-    /// On PostgreSQL, waits for the next "new events" notification from any replica, forever
-    /// (returns only on error: the connection was lost). `None` on SQLite (one process).
+    /// On PostgreSQL, the "new events" notifications of the other replicas (and of operator
+    /// commands writing to the same database). `None` on SQLite (one process).
     pub fn log_notifications(&self) -> Option<Notifications> {
         (self.db.get_database_backend() == DbBackend::Postgres).then(|| Notifications {
             pool: self.db.get_postgres_connection_pool().clone(),
+            origin: self.origin.clone(),
         })
     }
 }
@@ -172,10 +175,13 @@ impl Store {
 /// A source of cross-replica wake-ups (PostgreSQL `LISTEN`).
 pub struct Notifications {
     pool: sea_orm::sqlx::PgPool,
+    /// This process's own notifications, passed over.
+    origin: std::sync::Arc<str>,
 }
 
 impl Notifications {
-    /// Listens and calls `wake` for every notification until the connection fails. It also calls
+    /// Listens and calls `wake` for every notification from another process until the
+    /// connection fails. It also calls
     /// `wake` once `LISTEN` is in place: a commit notified before that was not heard, and the
     /// follower's read then finds it. A lost connection ends the call (rather than sqlx
     /// reconnecting unseen), so the caller listens again, with that first wake.
@@ -191,6 +197,7 @@ impl Notifications {
         wake();
         loop {
             match listener.try_recv().await {
+                Ok(Some(notification)) if notification.payload() == &*self.origin => {}
                 Ok(Some(_)) => wake(),
                 Ok(None) => return StoreError::Listen("the connection was lost".into()),
                 Err(error) => return StoreError::Listen(error.to_string()),

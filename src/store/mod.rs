@@ -12,6 +12,7 @@ mod pg_rows;
 mod reads;
 mod rows;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -33,11 +34,17 @@ pub type Db = DatabaseConnection;
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// This process among the replicas: the payload of its log notifications, so that its own
+    /// listener passes over them (its commits reach its follower directly).
+    origin: Arc<str>,
 }
 
 impl Store {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            origin: uuid::Uuid::new_v4().simple().to_string().into(),
+        }
     }
 
     /// The pool, for tests and tools that inspect tables directly.

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use readiness::core::{Start, StreamItem};
-use readiness::domain::events::{ALL_KINDS, LoggedEvent};
+use readiness::domain::UserId;
+use readiness::domain::events::{ALL_KINDS, DomainEvent, LoggedEvent};
 use readiness::domain::signature::{Secret, sign};
 use readiness::grpc::pb::stream_report_events_response::Message;
 use readiness::grpc::pb::watch_readiness_response::Message as WatchMessage;
 use readiness::grpc::pb::{self, ReadinessState, ReportType, StartPosition};
+use readiness::store::Store;
 use readiness::store::entities::event;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use tonic::{Code, Streaming};
@@ -766,4 +768,59 @@ async fn an_event_accepted_by_one_replica_reaches_streams_on_another() {
     assert_eq!(event.report.unwrap().user_id, user);
     second.stop().await;
     first.stop().await;
+}
+
+#[tokio::test]
+async fn a_replica_is_woken_by_the_log_notifications_of_others_and_not_by_its_own() {
+    let app = TestApp::spawn().await;
+    if !app.on_postgres() {
+        // NOTIFY is PostgreSQL's; on SQLite every commit is this process's own.
+        app.stop().await;
+        return;
+    }
+    // Two processes' stores on one database: each has its own name in the notifications.
+    let (this, other) = (
+        Store::new(app.core.db().clone()),
+        Store::new(app.core.db().clone()),
+    );
+    let wakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listening = {
+        let (notifications, wakes) = (this.log_notifications().unwrap(), wakes.clone());
+        tokio::spawn(async move {
+            notifications
+                .listen(|| {
+                    wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                })
+                .await
+        })
+    };
+    let woken = |count: usize| {
+        let wakes = wakes.clone();
+        async move {
+            while wakes.load(std::sync::atomic::Ordering::SeqCst) < count {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    // Once when LISTEN is in place.
+    tokio::time::timeout(PATIENCE, woken(1)).await.unwrap();
+
+    for store in [&this, &other] {
+        let user = UserId(uuid::Uuid::new_v4());
+        let batch = store.begin_batch().await.unwrap();
+        let event = DomainEvent::ViewChanged {
+            user,
+            reports: vec![],
+            external_ids: vec![],
+        };
+        batch.append(&[event], chrono::Utc::now()).await.unwrap();
+        batch.commit().await.unwrap();
+    }
+    // Notifications arrive in commit order: once the other's has woken the listener, its own
+    // (committed first) would have too.
+    tokio::time::timeout(PATIENCE, woken(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(wakes.load(std::sync::atomic::Ordering::SeqCst), 2);
+    listening.abort();
+    app.stop().await;
 }
