@@ -12,11 +12,11 @@
 #
 # Usage: bench/ingest_wrk.sh [SECONDS] [DELIVERIES]   (defaults 10 and 150000)
 # Needs wrk and pgbench (apt-get install wrk postgresql-client). Writes
-# bench/results/ingest-wrk-<date>.md.
+# bench/results/ingest-wrk-<date>.md (or $BENCH_OUT). BENCH_BUILD: see lib.sh.
 source "$(dirname "$0")/lib.sh"
 SECS="${1:-10}"
 DELIVERIES="${2:-150000}"
-OUT="bench/results/ingest-wrk-$(date -u +%Y-%m-%d).md"
+OUT="${BENCH_OUT:-bench/results/ingest-wrk-$(date -u +%Y-%m-%d).md}"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
 # Reference: pgbench into raw(...), 64 clients, TCP.
