@@ -17,7 +17,7 @@ use sea_orm::{
 };
 
 use super::entities::{account, delivery, report, user, user_external_id};
-use super::pg_rows::{Conflict, RowsWrite};
+use super::pg_rows::{Conflict, RowsWrite, one_of};
 use super::rows::{
     account_row, parse_id, parse_name, report_from_row, report_row, user_from_rows, user_row,
 };
@@ -145,8 +145,9 @@ impl Batch {
             .collect();
         let mut earlier: HashMap<String, delivery::Model> = HashMap::new();
         if !seen.is_empty() {
+            let seen: Vec<String> = seen.into_iter().map(str::to_owned).collect();
             for row in delivery::Entity::find()
-                .filter(delivery::Column::BodySha256.is_in(seen))
+                .filter(one_of(self.backend(), delivery::Column::BodySha256, seen))
                 .all(&self.txn)
                 .await?
             {
@@ -211,19 +212,20 @@ impl Batch {
         if wanted.users.is_empty() {
             return Ok(loaded);
         }
+        let backend = self.backend();
         let user_ids: Vec<String> = wanted.users.iter().map(UserId::to_string).collect();
         let rows = user::Entity::find()
-            .filter(user::Column::UserId.is_in(user_ids.iter().cloned()))
+            .filter(one_of(backend, user::Column::UserId, user_ids.clone()))
             .order_by_asc(user::Column::UserId)
             .lock_exclusive()
             .all(&self.txn)
             .await?;
 
-        let mut condition = Condition::any().add(account::Column::UserId.is_in(user_ids));
+        let mut condition =
+            Condition::any().add(one_of(backend, account::Column::UserId, user_ids));
         if !wanted.accounts.is_empty() {
-            condition = condition.add(
-                account::Column::AccountId.is_in(wanted.accounts.iter().map(AccountId::to_string)),
-            );
+            let account_ids = wanted.accounts.iter().map(AccountId::to_string).collect();
+            condition = condition.add(one_of(backend, account::Column::AccountId, account_ids));
         }
         let mut accounts: HashMap<String, Vec<account::Model>> = HashMap::new();
         for row in account::Entity::find()
@@ -272,7 +274,7 @@ impl Batch {
     /// The reports `wanted` names and the batch users' recent requests (see [`reports_named`]):
     /// one query, none if nothing is named.
     async fn named_reports(&self, wanted: &Wanted) -> Result<Vec<Report>, StoreError> {
-        let Some(query) = reports_named(wanted) else {
+        let Some(query) = reports_named(wanted, self.backend()) else {
             return Ok(vec![]);
         };
         query
@@ -375,6 +377,10 @@ impl Batch {
         Ok(())
     }
 
+    fn backend(&self) -> DbBackend {
+        self.txn.get_database_backend()
+    }
+
     /// The open transaction, for the other store modules that work inside a batch.
     pub(super) fn txn(&self) -> &DatabaseTransaction {
         &self.txn
@@ -385,20 +391,24 @@ impl Batch {
 /// batch users' reports requested since `wanted.requests_since`; `None` if nothing is named.
 /// Every branch is an index lookup (`readiness-bench explain` shows the plan, and a test checks
 /// it), so a batch never reads the whole reports table.
-pub fn reports_named(wanted: &Wanted) -> Option<Select<report::Entity>> {
+pub fn reports_named(wanted: &Wanted, backend: DbBackend) -> Option<Select<report::Entity>> {
     let mut named = Condition::any();
     if !wanted.reports.is_empty() {
+        let ids = wanted.reports.keys().map(ReportId::to_string).collect();
+        let deliveries = wanted.report_deliveries.keys().copied().collect();
         named = named
-            .add(report::Column::Id.is_in(wanted.reports.keys().map(ReportId::to_string)))
-            .add(report::Column::DeliveryId.is_in(wanted.report_deliveries.keys().copied()));
+            .add(one_of(backend, report::Column::Id, ids))
+            .add(one_of(backend, report::Column::DeliveryId, deliveries));
     }
     if !wanted.argyle_reports.is_empty() {
-        named = named.add(report::Column::ArgyleReportId.is_in(wanted.argyle_reports.keys()));
+        let argyle_ids = wanted.argyle_reports.keys().cloned().collect();
+        named = named.add(one_of(backend, report::Column::ArgyleReportId, argyle_ids));
     }
     if let Some(since) = wanted.requests_since {
+        let users = wanted.users.iter().map(UserId::to_string).collect();
         named = named.add(
             Condition::all()
-                .add(report::Column::UserId.is_in(wanted.users.iter().map(UserId::to_string)))
+                .add(one_of(backend, report::Column::UserId, users))
                 .add(report::Column::RequestedAt.gt(since)),
         );
     }

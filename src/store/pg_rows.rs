@@ -1,4 +1,5 @@
-//! PostgreSQL's multi-row writes with statements whose text does not depend on the batch: the
+//! PostgreSQL's statements whose text does not depend on the batch: lists of keys as one array
+//! parameter (`= ANY($1)`, see [`one_of`]), and multi-row writes: the
 //! rows travel as one JSON array parameter, expanded by `json_populate_recordset` into the
 //! table's own row type. sqlx prepares each text once per connection, and PostgreSQL plans it
 //! once; a `VALUES` list instead has one text per batch size, each prepared and planned anew
@@ -6,10 +7,11 @@
 //! no arrays holding NULL, and most of these columns are nullable.) SQLite keeps the `VALUES`
 //! lists: it has no network round trip and plans in microseconds.
 
-use sea_orm::sea_query::Value;
+use sea_orm::sea_query::extension::postgres::PgFunc;
+use sea_orm::sea_query::{Expr, ExprTrait, Value};
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, Iterable, QueryResult,
-    Statement,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, Iterable,
+    QueryResult, Statement,
 };
 
 use super::StoreError;
@@ -174,4 +176,21 @@ fn json(value: &Value) -> Result<serde_json::Value, StoreError> {
             });
         }
     })
+}
+
+/// `column IN (values)`. On PostgreSQL it is `column = ANY($1)` with one array parameter, so the
+/// statement's text does not depend on how many values there are: sqlx prepares it once per
+/// connection, where every list length would be another statement to prepare (one more round
+/// trip) competing for the statement cache. SQLite keeps `IN`.
+pub(super) fn one_of<C, T>(backend: DbBackend, column: C, values: Vec<T>) -> Expr
+where
+    C: ColumnTrait,
+    T: Into<Value>,
+    Vec<T>: Into<Value>,
+{
+    if backend == DbBackend::Postgres {
+        Expr::col((column.entity_name(), column)).eq(PgFunc::any(Expr::val(values)))
+    } else {
+        column.is_in(values)
+    }
 }

@@ -21,7 +21,7 @@ async fn a_batch_naming_reports_finds_them_by_index_never_by_reading_the_whole_t
         ..Wanted::default()
     };
     let backend = app.core.db().get_database_backend();
-    let query = reports_named(&wanted)
+    let query = reports_named(&wanted, app.core.db().get_database_backend())
         .expect("every branch is named")
         .build(backend);
 

@@ -84,7 +84,7 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<Value> {
         ),
         (
             "ingest: the reports a batch names (by id, announcing delivery, Argyle id) and its users' recent requests",
-            reports_named(&wanted)
+            reports_named(&wanted, backend)
                 .expect("the batch names reports")
                 .build(backend),
         ),
