@@ -11,6 +11,7 @@ use sea_orm::{
 };
 
 use super::entities::{account, report, user, user_external_id};
+use super::pg_rows::one_of;
 use super::rows::{report_from_row, user_from_rows};
 use super::{Store, StoreError};
 use crate::domain::report::Report;
@@ -199,10 +200,14 @@ async fn users_in(
     if rows.is_empty() {
         return Ok(vec![]);
     }
-    let ids = rows.iter().map(|row| row.user_id.clone());
+    let ids = rows.iter().map(|row| row.user_id.clone()).collect();
     let mut by_user: HashMap<String, Vec<account::Model>> = HashMap::new();
     for row in account::Entity::find()
-        .filter(account::Column::UserId.is_in(ids))
+        .filter(one_of(
+            db.get_database_backend(),
+            account::Column::UserId,
+            ids,
+        ))
         .all(db)
         .await?
     {
