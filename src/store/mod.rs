@@ -115,6 +115,13 @@ pub async fn connect(options: &StoreOptions) -> Result<Store, DbErr> {
                 Box::pin(async move { Ok(checks::outside_transaction(conn)) })
             })
         })
+        // The ingest batch's statements have one text whatever the batch (keys as one array,
+        // rows as one JSON parameter), so sqlx prepares each once per connection; PostgreSQL's
+        // generic plan for such a statement, chosen after five executions, guesses the array's
+        // length and made ingest about 30 % slower (bench/results/compare/2026-12-01-any/).
+        // Each execution is planned for its values instead, as the statements built anew for
+        // each batch size were before.
+        .map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]))
         .map_sqlx_postgres_pool_opts(|pool| {
             pool.after_release(|conn, _| {
                 Box::pin(async move { Ok(checks::outside_transaction(conn)) })

@@ -60,3 +60,24 @@ async fn a_batch_naming_reports_finds_them_by_index_never_by_reading_the_whole_t
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn postgres_sessions_plan_each_statement_for_its_values() {
+    let app = TestApp::spawn().await;
+    if app.core.db().get_database_backend() == DbBackend::Postgres {
+        let mode = app
+            .core
+            .db()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SHOW plan_cache_mode",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<String>("", "plan_cache_mode")
+            .unwrap();
+        assert_eq!(mode, "force_custom_plan");
+    }
+    app.stop().await;
+}
