@@ -28,9 +28,6 @@ use crate::domain::events::{DomainEvent, LoggedEvent};
 use crate::store::Store;
 /// Rows read per database round trip while catching up.
 const BATCH: u64 = 1000;
-/// Local commits handed over and not yet taken by the follower; beyond this they are dropped
-/// and the follower reads the database instead.
-const HANDED_MAX: usize = 1024;
 
 /// Tuning of the log follower, the streams and the read model it keeps.
 #[derive(Debug, Clone)]
@@ -101,6 +98,10 @@ pub enum StreamItem {
 
 /// Which events a stream delivers.
 pub type EventFilter = Arc<dyn Fn(&DomainEvent) -> bool + Send + Sync>;
+
+/// Local commits handed over and not yet taken by the follower; beyond this they are dropped
+/// and the follower reads the database instead.
+const HANDED_MAX: usize = 1024;
 
 /// The shared half of the log: follower wake-ups and the live broadcast.
 pub(super) struct LogShared {
