@@ -1,16 +1,17 @@
 //! The ordered event log, as streams see it: one follower per process and the subscribers it
 //! feeds. The log's SQL, and why its sequence order is commit order, are in `store::log`.
 //!
-//! **One follower per process** reads new rows once and fans them out on a bounded broadcast
-//! channel; it is woken by local commits, by PostgreSQL `NOTIFY` from other replicas (a hint
-//! only), and by a poll interval (the fallback). A local commit hands its entries over as it
-//! wrote them: when they follow on from the last position applied, with no hole (every lower
-//! position is applied, so nothing committed in between can be missed), the follower applies
-//! them without reading them back; a hole (another replica's entries, a rolled-back sequence
-//! value, a commit handed over late) sends it to the database, which has everything committed. Subscribers catch up from the database, then
-//! follow the broadcast; one that falls behind the channel's capacity goes back to reading from
-//! the database, so a slow subscriber never blocks ingestion or other subscribers and never loses
-//! events, and its memory stays bounded.
+//! **One follower per process** takes each new entry once and fans it out on a bounded
+//! broadcast channel; it is woken by local commits, by PostgreSQL `NOTIFY` from other replicas
+//! (a hint only), and by a poll interval (the fallback). A local commit hands its entries over
+//! as it wrote them: when they follow on from the last position applied, with no hole (every
+//! lower position is applied, so nothing committed in between can be missed), the follower
+//! applies them without reading them back; a hole (another replica's entries, a rolled-back
+//! sequence value, a commit handed over late) sends it to the database, which has everything
+//! committed. Subscribers catch up from the database, then follow the broadcast; one that falls
+//! behind the channel's capacity goes back to reading from the database, so a slow subscriber
+//! never blocks ingestion or other subscribers and never loses events, and its memory stays
+//! bounded.
 
 use std::sync::Arc;
 use std::time::Duration;

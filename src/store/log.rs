@@ -58,7 +58,8 @@ pub(super) async fn append(
     if txn.get_database_backend() == DbBackend::Postgres {
         // One statement: the lock is taken before the rows draw their sequence numbers.
         let lock = format!(
-            "SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}), pg_notify('{NOTIFY_CHANNEL}', '{origin}')"
+            "SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}), \
+             pg_notify('{NOTIFY_CHANNEL}', '{origin}')"
         );
         let appended = RowsWrite::new(&rows, Conflict::Fail)?
             .after(&lock)
