@@ -20,6 +20,7 @@ use crate::domain::job::NewJob;
 use crate::domain::report::{Report, ReportOrigin, Request};
 use crate::domain::user::User;
 use crate::domain::{JobKind, ReadinessState, ReportId, ReportType, UserId, echo, time};
+use crate::store::Retry;
 
 /// Argyle's cap: reports per user per rolling 24 h.
 pub const DAILY_CAP: usize = 10;
@@ -336,19 +337,17 @@ impl Core {
     pub async fn retry_job(&self, id: i64) -> Result<crate::domain::job::Job, CoreError> {
         self.health.check_file()?;
         let _writer = super::hold(&self.write_lock).await;
-        let job = self
-            .store
-            .retry_job(id, time::now())
-            .await?
-            .ok_or_else(|| CoreError::NotFound(format!("job {id}")))?;
-        if job.state != crate::domain::JobState::Pending {
-            return Err(CoreError::FailedPrecondition(format!(
+        match self.store.retry_job(id, time::now()).await? {
+            Retry::Retried(job) => {
+                self.pipeline.wake.notify_one();
+                Ok(job)
+            }
+            Retry::NotFailed(job) => Err(CoreError::FailedPrecondition(format!(
                 "job {id} is {}: only a failed job is retried",
                 job.state
-            )));
+            ))),
+            Retry::Missing => Err(CoreError::NotFound(format!("job {id}"))),
         }
-        self.pipeline.wake.notify_one();
-        Ok(job)
     }
 }
 

@@ -46,6 +46,17 @@ pub struct JobCount {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// What an operator's retry of a job found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retry {
+    /// It had failed and is pending again, as the retry left it.
+    Retried(Job),
+    /// It is not failed (pending, running or done): left as it is.
+    NotFailed(Job),
+    /// No job has that id.
+    Missing,
+}
+
 #[derive(FromQueryResult)]
 struct CountRow {
     kind: String,
@@ -226,23 +237,26 @@ impl Store {
             .collect()
     }
 
-    /// Makes a failed job pending again, from its first attempt (a job in another state is left
-    /// as it is); the job as it is then, `None` for an unknown id.
-    pub async fn retry_job(&self, id: i64, now: DateTime<Utc>) -> Result<Option<Job>, StoreError> {
-        job::Entity::update_many()
+    /// Makes a failed job pending again, from its first attempt, in one statement (a job in
+    /// another state is left as it is).
+    pub async fn retry_job(&self, id: i64, now: DateTime<Utc>) -> Result<Retry, StoreError> {
+        // The job as this statement left it: a worker may take it the moment it is pending.
+        let retried = job::Entity::update_many()
             .filter(job::Column::State.eq(JobState::Failed.as_str()))
             .col_expr(job::Column::State, JobState::Pending.as_str().into())
             .col_expr(job::Column::Attempts, 0.into())
             .col_expr(job::Column::NextAttemptAt, now.into())
             .col_expr(job::Column::UpdatedAt, now.into())
             .filter(job::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec_with_returning(&self.db)
             .await?;
-        job::Entity::find_by_id(id)
-            .one(&self.db)
-            .await?
-            .map(job_from_row)
-            .transpose()
+        if let Some(row) = retried.into_iter().next() {
+            return Ok(Retry::Retried(job_from_row(row)?));
+        }
+        Ok(match job::Entity::find_by_id(id).one(&self.db).await? {
+            Some(row) => Retry::NotFailed(job_from_row(row)?),
+            None => Retry::Missing,
+        })
     }
 
     /// Jobs per kind and state, with the oldest creation time of each.

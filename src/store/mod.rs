@@ -22,7 +22,7 @@ use sea_orm_migration::MigratorTrait;
 pub use batch::{Batch, Inboxed, Loaded, NewDelivery, Wanted, reports_named};
 pub use checks::{DatabaseFile, FileChange};
 pub use inbox::Verdict;
-pub use jobs::JobCount;
+pub use jobs::{JobCount, Retry};
 pub use migrations::Migrator;
 pub use reads::{ReportKey, ReportQuery, UserQuery};
 

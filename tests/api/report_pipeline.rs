@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use readiness::argyle::Endpoint;
 use readiness::argyle::fake::{FakeArgyle, FakeConfig, Fault, WebhookTarget};
 use readiness::config::Settings;
+use readiness::core::CoreError;
 use readiness::domain::JobState;
 use readiness::domain::job::JobQuery;
 use readiness::domain::signature::Secret;
@@ -744,5 +745,21 @@ async fn an_operator_requests_shows_retries_and_lists_reports_from_the_command_l
     .await;
     let generating = reports_command(&app, &["list", "--status", "failed", "--user", &user]).await;
     assert!(generating.is_empty(), "{generating:?}");
+
+    // Only a failed job is retried; the answer names the state it found.
+    let job_id: i64 = job["id"].as_str().unwrap().parse().unwrap();
+    match app.core.retry_job(job_id).await {
+        Err(CoreError::FailedPrecondition(message)) => {
+            assert!(
+                message.contains("only a failed job is retried"),
+                "{message}"
+            )
+        }
+        other => panic!("a finished job was retried: {other:?}"),
+    }
+    assert!(matches!(
+        app.core.retry_job(i64::MAX).await,
+        Err(CoreError::NotFound(_))
+    ));
     app.stop().await;
 }
