@@ -209,12 +209,11 @@ impl Batches {
     /// sender retries, and a delivery stored twice is a duplicate).
     async fn store(&self, jobs: &[Job]) -> Result<(Vec<IngestReport>, Option<i64>), CoreError> {
         self.health.check_file()?;
-        let stored = store_batch(&self.store, jobs, &jobs[0].span, &self.reports).await;
+        let stored = store_batch(&self.store, jobs, &jobs[0].span, &self.reports, &self.log).await;
         self.health
             .record_ingest(stored.as_ref().map(|(reports, _)| reports.as_slice()));
         // Handed to the follower; each sender's `Core::settle` waits for it to apply them.
-        let (reports, appended) = stored?;
-        let last = self.log.hand_over(appended);
+        let (reports, last) = stored?;
         self.health.check_file()?;
         Ok((reports, last))
     }

@@ -84,9 +84,7 @@ impl Core {
             }
         };
         let summary = batch.record_verdict(id, verdict).await?;
-        let last = self
-            .log
-            .hand_over(pipeline::commit(batch, events, at).await?);
+        let last = pipeline::commit(batch, events, at, &self.log).await?;
         self.settle(last).await;
         Ok((summary, outcome))
     }

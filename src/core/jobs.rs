@@ -297,8 +297,7 @@ impl Core {
             }
         }
         batch.finish_attempt(job.id, &outcome.attempt, at).await?;
-        self.log
-            .hand_over(super::pipeline::commit(batch, events, at).await?);
+        super::pipeline::commit(batch, events, at, &self.log).await?;
         Ok(())
     }
 

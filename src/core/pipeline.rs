@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::CoreError;
 use super::ingest::{IngestReport, Job, Outcome};
+use super::log::LogShared;
 use super::reports::Pipeline;
 use crate::domain::argyle::ArgyleEvent;
 use crate::domain::events::{DomainEvent, LoggedEvent};
@@ -38,14 +39,16 @@ pub(super) struct Applied {
 }
 
 /// Stores a batch of deliveries in one transaction and answers each, in job order. Returns the
-/// answers and the events appended, as logged (for the log follower). The work is traced under
-/// `parent` (the first delivery's `ingest` span) as `apply` and `commit`.
+/// answers and the log position of the last event appended, if any (handed to `log`'s
+/// follower). The work is traced under `parent` (the first delivery's `ingest` span) as `apply`
+/// and `commit`.
 pub(super) async fn store_batch(
     store: &Store,
     jobs: &[Job],
     parent: &tracing::Span,
     reports: &Pipeline,
-) -> Result<(Vec<IngestReport>, Vec<LoggedEvent>), CoreError> {
+    log: &LogShared,
+) -> Result<(Vec<IngestReport>, Option<i64>), CoreError> {
     let at = time::now();
     let (distinct_of, firsts) = distinct_bodies(jobs);
 
@@ -74,7 +77,7 @@ pub(super) async fn store_batch(
     .instrument(apply_span)
     .await?;
     let commit_span = tracing::info_span!(parent: parent, "commit", batch = jobs.len());
-    let appended = commit(batch, applied.events, at)
+    let appended = commit(batch, applied.events, at, log)
         .instrument(commit_span)
         .await?;
     if applied.jobs > 0 {
@@ -121,17 +124,18 @@ fn distinct_bodies(jobs: &[Job]) -> (HashMap<&str, usize>, Vec<usize>) {
     (distinct_of, firsts)
 }
 
-/// Appends `events` (under the log's append lock) and commits; returns them as logged, for the
-/// caller to hand to this process's log follower (`LogShared::hand_over`).
+/// Appends `events` (under the log's append lock), commits, and hands them as logged to this
+/// process's log follower (`LogShared::hand_over`); returns the position of the last one, if any.
 pub(super) async fn commit(
     batch: Batch,
     events: Vec<DomainEvent>,
     at: DateTime<Utc>,
-) -> Result<Vec<LoggedEvent>, CoreError> {
+    log: &LogShared,
+) -> Result<Option<i64>, CoreError> {
     let span = tracing::info_span!("append_events", count = events.len());
     let positions = batch.append(&events, at).instrument(span).await?;
     batch.commit().await?;
-    Ok(positions
+    let logged = positions
         .into_iter()
         .zip(events)
         .map(|(seq, event)| LoggedEvent {
@@ -139,7 +143,8 @@ pub(super) async fn commit(
             recorded_at: at,
             event,
         })
-        .collect())
+        .collect();
+    Ok(log.hand_over(logged))
 }
 
 /// The answer to the first copy of a body in its batch.

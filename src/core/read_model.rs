@@ -298,7 +298,7 @@ impl Core {
     }
 
     /// Waits until this process's read model has applied a commit whose last event is at `last`
-    /// (handed to the follower with `LogShared::hand_over`), so that whatever answers the writer next
+    /// (`pipeline::commit` handed it to the follower), so that whatever answers the writer next
     /// (a webhook's 2xx, a request's reply) is followed by reads that see the write. The wait
     /// is bounded by `read_wait_max_ms`: the write is durable either way, and a follower that
     /// slow is reported by the follower itself.

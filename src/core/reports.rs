@@ -280,9 +280,7 @@ impl Core {
         let event = user.record_request(report.clone());
         batch.save(loaded.users.values()).await?;
         batch.enqueue(&[job]).await?;
-        let last = self
-            .log
-            .hand_over(super::pipeline::commit(batch, vec![event], at).await?);
+        let last = super::pipeline::commit(batch, vec![event], at, &self.log).await?;
         self.pipeline.wake.notify_one();
         self.settle(last).await;
         Ok(report)
