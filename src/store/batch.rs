@@ -3,10 +3,12 @@
 //! constraint, not check-then-insert), the batch's users are read and locked in user-id order
 //! with their accounts, the owners of the accounts it names, and the reports it names; the
 //! caller applies its events to those aggregates in memory; what changed is written back with
-//! one multi-row statement per table, and the domain events are appended under the log's append
-//! lock (see `store::log`). Nothing is visible to anyone until [`Batch::commit`].
+//! one multi-row write per table, and the domain events are appended under the log's append
+//! lock (see `store::log`). On PostgreSQL the write-back is held and sent with the append as
+//! one statement (see [`Batch::conn`]). Nothing is visible to anyone until [`Batch::commit`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
@@ -17,7 +19,7 @@ use sea_orm::{
 };
 
 use super::entities::{account, delivery, report, user, user_external_id};
-use super::pg_rows::{Conflict, RowsWrite, one_of};
+use super::pg_rows::{Conflict, Held, RowsWrite, one_of};
 use super::rows::{
     account_row, parse_id, parse_name, report_from_row, report_row, user_from_rows, user_row,
 };
@@ -115,6 +117,8 @@ pub struct Batch {
     txn: DatabaseTransaction,
     /// The store's `origin`, for the log notification.
     origin: std::sync::Arc<str>,
+    /// PostgreSQL: the write-back held for the batch's next statement (see [`Batch::conn`]).
+    held: Mutex<Held>,
 }
 
 impl Store {
@@ -123,6 +127,7 @@ impl Store {
         Ok(Batch {
             txn: self.db.begin().await?,
             origin: self.origin.clone(),
+            held: Mutex::default(),
         })
     }
 }
@@ -148,7 +153,7 @@ impl Batch {
             let seen: Vec<String> = seen.into_iter().map(str::to_owned).collect();
             for row in delivery::Entity::find()
                 .filter(one_of(self.backend(), delivery::Column::BodySha256, seen))
-                .all(&self.txn)
+                .all(self.conn().await?)
                 .await?
             {
                 earlier.insert(row.body_sha256.clone(), row);
@@ -182,11 +187,11 @@ impl Batch {
         rows: &[NewDelivery<'_>],
     ) -> Result<HashMap<String, i64>, StoreError> {
         let rows: Vec<delivery::ActiveModel> = rows.iter().map(delivery_row).collect();
-        if self.txn.get_database_backend() == DbBackend::Postgres {
+        if self.backend() == DbBackend::Postgres {
             let key = [delivery::Column::BodySha256];
             return RowsWrite::new(&rows, Conflict::Ignore(&key))?
                 .returning("body_sha256, id")
-                .run(&self.txn)
+                .run(self.conn().await?)
                 .await?
                 .into_iter()
                 .map(|row| Ok((row.try_get("", "body_sha256")?, row.try_get("", "id")?)))
@@ -194,7 +199,7 @@ impl Batch {
         }
         let inserted = delivery::Entity::insert_many(rows)
             .on_conflict_do_nothing_on([delivery::Column::BodySha256])
-            .exec_with_returning_many(&self.txn)
+            .exec_with_returning_many(self.conn().await?)
             .await?;
         Ok(match inserted {
             TryInsertResult::Inserted(rows) => {
@@ -218,7 +223,7 @@ impl Batch {
             .filter(one_of(backend, user::Column::UserId, user_ids.clone()))
             .order_by_asc(user::Column::UserId)
             .lock_exclusive()
-            .all(&self.txn)
+            .all(self.conn().await?)
             .await?;
 
         let mut condition =
@@ -230,7 +235,7 @@ impl Batch {
         let mut accounts: HashMap<String, Vec<account::Model>> = HashMap::new();
         for row in account::Entity::find()
             .filter(condition)
-            .all(&self.txn)
+            .all(self.conn().await?)
             .await?
         {
             loaded.owners.insert(
@@ -278,7 +283,7 @@ impl Batch {
             return Ok(vec![]);
         };
         query
-            .all(&self.txn)
+            .all(self.conn().await?)
             .await?
             .into_iter()
             .map(|row| report_from_row(row).map(|(_, report)| report))
@@ -294,12 +299,13 @@ impl Batch {
             )
             .col_expr(delivery::Column::Error, reason.into())
             .filter(delivery::Column::Id.eq(delivery_id))
-            .exec(&self.txn)
+            .exec(self.conn().await?)
             .await?;
         Ok(())
     }
 
-    /// Writes back what changed in `users`: one multi-row statement per table at most.
+    /// Writes back what changed in `users`: one multi-row statement per table at most, on
+    /// PostgreSQL held back to travel with the batch's next statement (see [`Batch::conn`]).
     pub async fn save<'u>(
         &self,
         users: impl IntoIterator<Item = &'u User>,
@@ -335,21 +341,18 @@ impl Batch {
         }
         // A plain insert: a user created meanwhile by another replica fails the batch, which is
         // then retried delivery by delivery.
-        write(&self.txn, created, Conflict::Fail).await?;
-        write(
-            &self.txn,
+        self.write(created, Conflict::Fail).await?;
+        self.write(
             updated,
             Conflict::Update(user::Column::UserId, &USER_CHANGES),
         )
         .await?;
-        write(
-            &self.txn,
+        self.write(
             accounts,
             Conflict::Update(account::Column::AccountId, &ACCOUNT_CHANGES),
         )
         .await?;
-        write(
-            &self.txn,
+        self.write(
             reports,
             Conflict::Update(report::Column::Id, &REPORT_CHANGES),
         )
@@ -358,7 +361,7 @@ impl Batch {
             user_external_id::Column::ExternalId,
             user_external_id::Column::UserId,
         ];
-        write(&self.txn, external_ids, Conflict::Ignore(&key)).await
+        self.write(external_ids, Conflict::Ignore(&key)).await
     }
 
     /// Appends events to the log under the append lock (see `store::log`); returns their
@@ -368,11 +371,12 @@ impl Batch {
         events: &[DomainEvent],
         at: DateTime<Utc>,
     ) -> Result<Vec<i64>, StoreError> {
-        super::log::append(&self.txn, events, at, &self.origin).await
+        super::log::append(&self.txn, self.take_held(), events, at, &self.origin).await
     }
 
     /// Commits everything; only then may the senders be answered.
     pub async fn commit(self) -> Result<(), StoreError> {
+        self.conn().await?;
         self.txn.commit().await?;
         Ok(())
     }
@@ -381,9 +385,65 @@ impl Batch {
         self.txn.get_database_backend()
     }
 
-    /// The open transaction, for the other store modules that work inside a batch.
-    pub(super) fn txn(&self) -> &DatabaseTransaction {
-        &self.txn
+    /// The open transaction, for a statement of the batch (here and in the other store modules
+    /// that work inside a batch), once the writes held back are sent: so every statement sees
+    /// the writes made before it, and a write-back followed by the log append (the ingest
+    /// pipeline's usual end) is one round trip, which carries the writes as data-modifying CTEs
+    /// ahead of the append (see `store::log::append`).
+    pub(super) async fn conn(&self) -> Result<&DatabaseTransaction, StoreError> {
+        if let Some(statement) = self.take_held().statement() {
+            self.txn.execute_raw(statement).await?;
+        }
+        Ok(&self.txn)
+    }
+
+    fn take_held(&self) -> Held {
+        std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Writes `rows` as `conflict` says: one statement, none if empty. On PostgreSQL the
+    /// statement's text does not depend on how many rows there are (see `store::pg_rows`), and
+    /// it is held back for the batch's next statement.
+    pub(super) async fn write<A>(
+        &self,
+        rows: Vec<A>,
+        conflict: Conflict<'_, A::Entity>,
+    ) -> Result<(), StoreError>
+    where
+        A: ActiveModelTrait + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.backend() == DbBackend::Postgres {
+            let write = RowsWrite::new(&rows, conflict)?;
+            write.hold(&mut self.held.lock().unwrap_or_else(PoisonError::into_inner));
+            return Ok(());
+        }
+        let txn = self.conn().await?;
+        let insert = <A::Entity as EntityTrait>::insert_many(rows);
+        match conflict {
+            Conflict::Fail => {
+                insert.exec_without_returning(txn).await?;
+            }
+            Conflict::Ignore(key) => {
+                insert
+                    .on_conflict_do_nothing_on(key.iter().copied())
+                    .exec_without_returning(txn)
+                    .await?;
+            }
+            Conflict::Update(key, columns) => {
+                let update = OnConflict::column(key)
+                    .update_columns(columns.iter().copied())
+                    .to_owned();
+                insert
+                    .on_conflict(update)
+                    .exec_without_returning(txn)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -427,46 +487,4 @@ fn delivery_row(row: &NewDelivery<'_>) -> delivery::ActiveModel {
         received_at: Set(row.received_at),
         ..Default::default()
     }
-}
-
-/// Writes `rows` as `conflict` says: one statement, none if empty (on PostgreSQL with a text
-/// that does not depend on how many rows there are, see `store::pg_rows`).
-async fn write<A>(
-    txn: &DatabaseTransaction,
-    rows: Vec<A>,
-    conflict: Conflict<'_, A::Entity>,
-) -> Result<(), StoreError>
-where
-    A: ActiveModelTrait + Send,
-    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
-{
-    if rows.is_empty() {
-        return Ok(());
-    }
-    if txn.get_database_backend() == DbBackend::Postgres {
-        RowsWrite::new(&rows, conflict)?.run(txn).await?;
-        return Ok(());
-    }
-    let insert = <A::Entity as EntityTrait>::insert_many(rows);
-    match conflict {
-        Conflict::Fail => {
-            insert.exec_without_returning(txn).await?;
-        }
-        Conflict::Ignore(key) => {
-            insert
-                .on_conflict_do_nothing_on(key.iter().copied())
-                .exec_without_returning(txn)
-                .await?;
-        }
-        Conflict::Update(key, columns) => {
-            let update = OnConflict::column(key)
-                .update_columns(columns.iter().copied())
-                .to_owned();
-            insert
-                .on_conflict(update)
-                .exec_without_returning(txn)
-                .await?;
-        }
-    }
-    Ok(())
 }

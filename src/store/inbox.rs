@@ -110,7 +110,7 @@ impl Batch {
     pub async fn delivery_for_replay(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(delivery::Entity::find_by_id(id)
             .lock_exclusive()
-            .one(self.txn())
+            .one(self.conn().await?)
             .await?
             .map(|row| row.body))
     }
@@ -122,7 +122,7 @@ impl Batch {
         verdict: Verdict,
     ) -> Result<StoredDelivery, StoreError> {
         let row = delivery::Entity::find_by_id(id)
-            .one(self.txn())
+            .one(self.conn().await?)
             .await?
             .ok_or_else(|| StoreError::Corrupt {
                 table: "deliveries",
@@ -133,7 +133,7 @@ impl Batch {
         model.error = Set(verdict.error);
         model.event_name = Set(verdict.event_name);
         model.user_id = Set(verdict.user.map(|user| user.to_string()));
-        let row = model.update(self.txn()).await?;
+        let row = model.update(self.conn().await?).await?;
         summary(&row)
     }
 }

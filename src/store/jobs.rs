@@ -10,6 +10,7 @@ use sea_orm::{
 };
 
 use super::entities::{job, report};
+use super::pg_rows::Conflict;
 use super::rows::{parse_id, parse_name, report_from_row, report_row};
 use super::{Batch, Store, StoreError};
 use crate::domain::job::{Attempt, Job, NewJob};
@@ -66,7 +67,8 @@ struct CountRow {
 }
 
 impl Batch {
-    /// Writes `jobs` in this unit of work; one whose `dedupe_key` exists is not written again.
+    /// Writes `jobs` in this unit of work (held back like the write-back, see `Batch::conn`); one
+    /// whose `dedupe_key` exists is not written again.
     pub async fn enqueue(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
         if jobs.is_empty() {
             return Ok(());
@@ -90,11 +92,8 @@ impl Batch {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        job::Entity::insert_many(rows)
-            .on_conflict_do_nothing_on([job::Column::DedupeKey])
-            .exec_without_returning(self.txn())
-            .await?;
-        Ok(())
+        self.write(rows, Conflict::Ignore(&[job::Column::DedupeKey]))
+            .await
     }
 
     /// One report, locked for this unit of work.
@@ -102,7 +101,7 @@ impl Batch {
         report::Entity::find()
             .filter(report::Column::Id.eq(id.to_string()))
             .lock_exclusive()
-            .one(self.txn())
+            .one(self.conn().await?)
             .await?
             .map(|row| report_from_row(row).map(|(_, report)| report))
             .transpose()
@@ -112,7 +111,7 @@ impl Batch {
     pub async fn reports_of(&self, user: crate::domain::UserId) -> Result<Vec<Report>, StoreError> {
         report::Entity::find()
             .filter(report::Column::UserId.eq(user.to_string()))
-            .all(self.txn())
+            .all(self.conn().await?)
             .await?
             .into_iter()
             .map(|row| report_from_row(row).map(|(_, report)| report))
@@ -124,7 +123,7 @@ impl Batch {
         report::Entity::update_many()
             .set(report_row(report)?)
             .filter(report::Column::Id.eq(report.id.to_string()))
-            .exec(self.txn())
+            .exec(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -136,7 +135,7 @@ impl Batch {
     ) -> Result<Option<Report>, StoreError> {
         report::Entity::find()
             .filter(report::Column::RequestId.eq(request_id))
-            .one(self.txn())
+            .one(self.conn().await?)
             .await?
             .map(|row| report_from_row(row).map(|(_, report)| report))
             .transpose()
@@ -160,7 +159,7 @@ impl Batch {
             .col_expr(job::Column::LastError, error.into())
             .col_expr(job::Column::UpdatedAt, at.into())
             .filter(job::Column::Id.eq(id))
-            .exec(self.txn())
+            .exec(self.conn().await?)
             .await?;
         Ok(())
     }

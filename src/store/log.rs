@@ -16,7 +16,7 @@ use sea_orm::{
 };
 
 use super::entities::{event, user};
-use super::pg_rows::{Conflict, RowsWrite};
+use super::pg_rows::{Conflict, Held, RowsWrite};
 use super::{Store, StoreError};
 use crate::domain::ReadinessState;
 use crate::domain::events::{DomainEvent, LoggedEvent};
@@ -26,17 +26,25 @@ pub const NOTIFY_CHANNEL: &str = "readiness_events";
 /// The advisory lock key that orders event appends (an arbitrary constant, "readiness" in hex-ish).
 pub const APPEND_LOCK_KEY: i64 = 0x7265_6164_696e_6573;
 
-/// Appends `events` in the caller's transaction: takes the append lock, hints other replicas
-/// (PostgreSQL `NOTIFY` with `origin` as payload, delivered at commit) in the same statement,
-/// then inserts them. Returns their positions, in the order of `events` (rows draw their
-/// sequence values in that order).
+/// Appends `events` in the caller's transaction: makes the `held` writes (PostgreSQL), then
+/// takes the append lock and hints other replicas (PostgreSQL `NOTIFY` with `origin` as
+/// payload, delivered at commit), then inserts the events, all in one statement. Returns their
+/// positions, in the order of `events` (rows draw their sequence values in that order).
+///
+/// The lock is taken only once every held write is done: a held write may wait for another
+/// transaction's row (a user another replica is creating), and waiting for it while holding
+/// the lock that transaction needs for its own append would deadlock.
 pub(super) async fn append(
     txn: &impl ConnectionTrait,
+    held: Held,
     events: &[DomainEvent],
     at: DateTime<Utc>,
     origin: &str,
 ) -> Result<Vec<i64>, StoreError> {
     if events.is_empty() {
+        if let Some(statement) = held.statement() {
+            txn.execute_raw(statement).await?;
+        }
         return Ok(vec![]);
     }
     let rows = events
@@ -56,7 +64,8 @@ pub(super) async fn append(
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     if txn.get_database_backend() == DbBackend::Postgres {
-        // One statement: the lock is taken before the rows draw their sequence numbers.
+        // One statement: the held writes, then the lock, then the rows draw their sequence
+        // numbers.
         let lock = format!(
             "SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}), \
              pg_notify('{NOTIFY_CHANNEL}', '{origin}')"
@@ -64,7 +73,7 @@ pub(super) async fn append(
         let appended = RowsWrite::new(&rows, Conflict::Fail)?
             .after(&lock)
             .returning("seq")
-            .run(txn)
+            .run_after(held, txn)
             .await?;
         let mut positions = appended
             .into_iter()

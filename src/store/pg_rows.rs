@@ -87,22 +87,11 @@ impl<'a, E: EntityTrait> RowsWrite<'a, E> {
         self
     }
 
-    fn statement(&self) -> Statement {
+    /// The `INSERT` alone, reading its rows from parameter `$param`; `from` goes before the
+    /// rows' source in its `FROM` (a CTE the rows must wait for).
+    fn insert(&self, param: usize, from: &str) -> String {
         let table = E::default().table_name();
-        let columns = self
-            .columns
-            .iter()
-            .map(|column| format!("\"{}\"", column.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let (with, from) = if self.prefix.is_empty() {
-            (String::new(), String::new())
-        } else {
-            (
-                format!("WITH first AS MATERIALIZED ({}) ", self.prefix),
-                "first, ".to_owned(),
-            )
-        };
+        let columns = names(&self.columns);
         let conflict = match &self.conflict {
             Conflict::Fail => String::new(),
             Conflict::Ignore(key) => format!(" ON CONFLICT ({}) DO NOTHING", names(key)),
@@ -122,12 +111,47 @@ impl<'a, E: EntityTrait> RowsWrite<'a, E> {
             format!(" RETURNING {}", self.returning)
         };
         // In the JSON's order: the rows come out of the ordered subquery as they went in.
-        let sql = format!(
-            "{with}INSERT INTO \"{table}\" ({columns}) SELECT {columns} FROM (SELECT r.* FROM \
-             {from}json_populate_recordset(NULL::\"{table}\", $1::json) WITH ORDINALITY AS r \
+        format!(
+            "INSERT INTO \"{table}\" ({columns}) SELECT {columns} FROM (SELECT r.* FROM \
+             {from}json_populate_recordset(NULL::\"{table}\", ${param}::json) WITH ORDINALITY AS r \
              ORDER BY r.ordinality) AS rows{conflict}{returning}"
-        );
-        Statement::from_sql_and_values(DbBackend::Postgres, sql, [self.json.clone().into()])
+        )
+    }
+
+    /// This write as a statement that first makes the `held` writes, then runs the prefix (see
+    /// [`RowsWrite::after`]) once every held write is done, then writes the rows.
+    fn statement(&self, held: Held) -> Statement {
+        let count = held.writes.len();
+        let mut ctes = held.ctes();
+        let mut from = "";
+        if !self.prefix.is_empty() {
+            // The prefix's single row comes from an aggregate over every held write's rows, so
+            // it is computed only after all of them are written (an aggregate subquery is never
+            // flattened away).
+            let after_writes = match count {
+                0 => String::new(),
+                count => format!(
+                    " FROM (SELECT count(*) FROM ({}) AS written) AS writes",
+                    (1..=count)
+                        .map(|index| format!("SELECT 1 FROM w{index}"))
+                        .collect::<Vec<_>>()
+                        .join(" UNION ALL ")
+                ),
+            };
+            ctes.push(format!(
+                "first AS MATERIALIZED ({}{after_writes})",
+                self.prefix
+            ));
+            from = "first, ";
+        }
+        let with = if ctes.is_empty() {
+            String::new()
+        } else {
+            format!("WITH {} ", ctes.join(", "))
+        };
+        let sql = format!("{with}{}", self.insert(count + 1, from));
+        let values = held.into_values().chain([Value::from(self.json.clone())]);
+        Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
     }
 
     /// Writes the rows; returns what `RETURNING` names, one result per row written.
@@ -135,10 +159,77 @@ impl<'a, E: EntityTrait> RowsWrite<'a, E> {
         self,
         db: &impl ConnectionTrait,
     ) -> Result<Vec<QueryResult>, StoreError> {
+        self.run_after(Held::default(), db).await
+    }
+
+    /// Like [`RowsWrite::run`], in the same statement as the `held` writes and after them.
+    pub(super) async fn run_after(
+        self,
+        held: Held,
+        db: &impl ConnectionTrait,
+    ) -> Result<Vec<QueryResult>, StoreError> {
         if self.columns.is_empty() {
-            return Ok(vec![]);
+            return match held.statement() {
+                Some(statement) => {
+                    db.execute_raw(statement).await?;
+                    Ok(vec![])
+                }
+                None => Ok(vec![]),
+            };
         }
-        Ok(db.query_all_raw(self.statement()).await?)
+        Ok(db.query_all_raw(self.statement(held)).await?)
+    }
+
+    /// Holds the write back to be sent with a later statement (see [`Held`]).
+    pub(super) fn hold(mut self, held: &mut Held) {
+        if self.columns.is_empty() {
+            return;
+        }
+        // A CTE is read only through its `RETURNING`.
+        if self.returning.is_empty() {
+            self.returning = "1";
+        }
+        let param = held.writes.len() + 1;
+        held.writes.push((self.insert(param, ""), self.json));
+    }
+}
+
+/// Writes held back to travel with a later statement of the same transaction as data-modifying
+/// CTEs: a batch's write-back (users, accounts, reports, jobs) and its log append are one
+/// statement, one round trip instead of one per table. Each write reads its rows from its own
+/// parameter; all of them run to completion within the statement that carries them.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    /// Each write's `INSERT` (reading parameter `$n` for the n-th) and its rows as JSON.
+    writes: Vec<(String, String)>,
+}
+
+impl Held {
+    /// The held writes as a statement of their own; `None` if there are none.
+    pub(super) fn statement(self) -> Option<Statement> {
+        if self.writes.is_empty() {
+            return None;
+        }
+        let ctes = self.ctes().join(", ");
+        Some(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!("WITH {ctes} SELECT 1"),
+            self.into_values(),
+        ))
+    }
+
+    /// `wN AS (INSERT ...)` for the n-th write.
+    fn ctes(&self) -> Vec<String> {
+        self.writes
+            .iter()
+            .enumerate()
+            .map(|(index, (insert, _))| format!("w{} AS ({insert})", index + 1))
+            .collect()
+    }
+
+    /// The writes' parameters, in order.
+    fn into_values(self) -> impl Iterator<Item = Value> {
+        self.writes.into_iter().map(|(_, json)| Value::from(json))
     }
 }
 

@@ -391,3 +391,74 @@ async fn a_sender_is_answered_only_once_the_commit_holding_its_delivery_has_fini
     other.close().await.ok();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_waiting_for_a_row_another_transaction_holds_does_not_hold_the_append_lock() {
+    let app = spawn_app().await;
+    if !app.on_postgres() {
+        // The append lock is PostgreSQL's; SQLite has one writer.
+        app.stop().await;
+        return;
+    }
+    let (user, account) = (new_id(), new_id());
+    app.deliver_ok(&body::connected(&user, &account)).await;
+
+    // Another transaction (as another replica's batch would) holds the account's row.
+    let other = Database::connect(&app.database_url()).await.unwrap();
+    let hold = other.begin().await.unwrap();
+    hold.execute_unprepared(&format!(
+        "SELECT 1 FROM accounts WHERE account_id = '{account}' FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let sending = {
+        let request = app.signed_request(body::updated(
+            &user,
+            &account,
+            "connected",
+            "2026-11-20T10:00:00Z",
+        ));
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    };
+
+    // The batch's write-back now waits for that row...
+    let deadline = Instant::now() + PATIENCE;
+    while other
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND query LIKE '%INSERT INTO \"accounts\"%'",
+        ))
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "the write-back never waited");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ... without holding the append lock, which the other transaction may need to commit.
+    let probe = other.begin().await.unwrap();
+    let free: bool = probe
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!(
+                "SELECT pg_try_advisory_xact_lock({})",
+                readiness::store::log::APPEND_LOCK_KEY
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap();
+    probe.rollback().await.unwrap();
+    assert!(free, "the append lock was taken before the batch's writes");
+
+    hold.rollback().await.unwrap();
+    assert_eq!(sending.await.unwrap(), 200);
+    assert_eq!(
+        app.account_state(&user, &account).await,
+        pb::AccountState::Connected
+    );
+    app.stop().await;
+}
