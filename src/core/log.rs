@@ -589,6 +589,37 @@ mod tests {
     }
 
     #[test]
+    fn commits_handed_over_beyond_the_bound_are_dropped_and_wake_a_database_read() {
+        use futures_util::FutureExt;
+        let log = LogShared::new(StreamOptions::default());
+        for seq in 1..=HANDED_MAX as i64 {
+            assert_eq!(log.hand_over(entries(&[seq])), Some(seq));
+        }
+        assert!(
+            log.wake.notified().now_or_never().is_none(),
+            "a database read was woken while the hand-over had room"
+        );
+
+        // One commit more: still answered with its position, not queued, and the follower is
+        // told to read the database (where the commit is) instead.
+        let over = HANDED_MAX as i64 + 1;
+        assert_eq!(log.hand_over(entries(&[over])), Some(over));
+        assert!(log.wake.notified().now_or_never().is_some());
+        let handed = log.take_handed();
+        assert_eq!(handed.len(), HANDED_MAX);
+        let (next, all) = follows_on(0, handed);
+        assert_eq!(
+            positions(&next),
+            (1..=HANDED_MAX as i64).collect::<Vec<_>>()
+        );
+        assert!(all);
+
+        // Taken: there is room again.
+        assert_eq!(log.hand_over(entries(&[over + 1])), Some(over + 1));
+        assert_eq!(log.take_handed().len(), 1);
+    }
+
+    #[test]
     fn cursors_round_trip_and_reject_anything_else() {
         for seq in [0, 1, 42, i64::MAX] {
             assert_eq!(Cursor::decode(&Cursor(seq).encode()), Some(Cursor(seq)));
