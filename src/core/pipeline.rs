@@ -77,7 +77,7 @@ pub(super) async fn store_batch(
     .instrument(apply_span)
     .await?;
     let commit_span = tracing::info_span!(parent: parent, "commit", batch = jobs.len());
-    let appended = commit(batch, applied.events, at, log)
+    let last = commit(batch, applied.events, at, log)
         .instrument(commit_span)
         .await?;
     if applied.jobs > 0 {
@@ -107,7 +107,7 @@ pub(super) async fn store_batch(
             }
         })
         .collect();
-    Ok((reports, appended))
+    Ok((reports, last))
 }
 
 /// One inbox row per distinct body: each body's index among the distinct ones, and the job

@@ -391,9 +391,7 @@ impl Batch {
     /// pipeline's usual end) is one round trip, which carries the writes as data-modifying CTEs
     /// ahead of the append (see `store::log::append`).
     pub(super) async fn conn(&self) -> Result<&DatabaseTransaction, StoreError> {
-        if let Some(statement) = self.take_held().statement() {
-            self.txn.execute_raw(statement).await?;
-        }
+        self.take_held().send(&self.txn).await?;
         Ok(&self.txn)
     }
 

@@ -42,9 +42,7 @@ pub(super) async fn append(
     origin: &str,
 ) -> Result<Vec<i64>, StoreError> {
     if events.is_empty() {
-        if let Some(statement) = held.statement() {
-            txn.execute_raw(statement).await?;
-        }
+        held.send(txn).await?;
         return Ok(vec![]);
     }
     let rows = events

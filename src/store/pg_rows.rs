@@ -169,13 +169,8 @@ impl<'a, E: EntityTrait> RowsWrite<'a, E> {
         db: &impl ConnectionTrait,
     ) -> Result<Vec<QueryResult>, StoreError> {
         if self.columns.is_empty() {
-            return match held.statement() {
-                Some(statement) => {
-                    db.execute_raw(statement).await?;
-                    Ok(vec![])
-                }
-                None => Ok(vec![]),
-            };
+            held.send(db).await?;
+            return Ok(vec![]);
         }
         Ok(db.query_all_raw(self.statement(held)).await?)
     }
@@ -205,17 +200,19 @@ pub(super) struct Held {
 }
 
 impl Held {
-    /// The held writes as a statement of their own; `None` if there are none.
-    pub(super) fn statement(self) -> Option<Statement> {
+    /// Sends the held writes as a statement of their own; nothing if there are none.
+    pub(super) async fn send(self, db: &impl ConnectionTrait) -> Result<(), StoreError> {
         if self.writes.is_empty() {
-            return None;
+            return Ok(());
         }
         let ctes = self.ctes().join(", ");
-        Some(Statement::from_sql_and_values(
+        let statement = Statement::from_sql_and_values(
             DbBackend::Postgres,
             format!("WITH {ctes} SELECT 1"),
             self.into_values(),
-        ))
+        );
+        db.execute_raw(statement).await?;
+        Ok(())
     }
 
     /// `wN AS (INSERT ...)` for the n-th write.
