@@ -52,6 +52,7 @@ impl App {
             url: config.database.url.clone(),
             max_connections: config.database.max_connections,
             connect_timeout: config.database.timeout,
+            sqlite_cache_kib: config.database.sqlite_cache_kib,
         })
         .await
         .with_context(|| format!("opening database {}", redact_url(&config.database.url)))?;

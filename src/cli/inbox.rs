@@ -21,6 +21,7 @@ pub fn run(args: InboxArgs) -> anyhow::Result<()> {
             url: settings.database_url.clone(),
             max_connections: 2,
             connect_timeout: Duration::from_secs(settings.database_timeout_secs),
+            sqlite_cache_kib: settings.database_sqlite_cache_kib,
         })
         .await
         .with_context(|| {

@@ -102,6 +102,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_timeout_secs: Option<u64>,
+    /// KiB of pages each SQLite connection caches [env: READINESS_DATABASE_SQLITE_CACHE_KIB] [default: 512]
+    #[arg(long, value_name = "KIB")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_sqlite_cache_kib: Option<u32>,
     /// Seconds shutdown waits for in-flight work [env: READINESS_SHUTDOWN_GRACE_SECS] [default: 10]
     #[arg(long, value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]

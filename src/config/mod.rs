@@ -51,6 +51,9 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// Seconds to wait for a database connection before answering 503 / UNAVAILABLE. Default 5.
     pub database_timeout_secs: u64,
+    /// SQLite: KiB of database pages each pooled connection may cache in memory (its
+    /// `cache_size`). Default 512. PostgreSQL ignores it.
+    pub database_sqlite_cache_kib: u32,
     /// Seconds that shutdown waits for in-flight requests before giving up. Default 10.
     pub shutdown_grace_secs: u64,
     /// Milliseconds a stream may stay silent before it sends a heartbeat. Default 15000.
@@ -197,6 +200,7 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             database_max_connections: 10,
             database_timeout_secs: 5,
+            database_sqlite_cache_kib: crate::store::DEFAULT_SQLITE_CACHE_KIB,
             shutdown_grace_secs: 10,
             stream_heartbeat_ms: 15_000,
             stream_poll_ms: 1_000,
@@ -329,6 +333,10 @@ impl Settings {
             (
                 "database_max_connections",
                 u64::from(settings.database_max_connections),
+            ),
+            (
+                "database_sqlite_cache_kib",
+                u64::from(settings.database_sqlite_cache_kib),
             ),
             ("stream_heartbeat_ms", settings.stream_heartbeat_ms),
             ("stream_poll_ms", settings.stream_poll_ms),

@@ -36,6 +36,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long to wait for a connection (or a SQLite lock) before answering 503 / UNAVAILABLE.
     pub timeout: Duration,
+    /// SQLite: each connection's page cache, in KiB.
+    pub sqlite_cache_kib: u32,
 }
 
 impl fmt::Debug for DatabaseConfig {
@@ -44,6 +46,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
             .field("timeout", &self.timeout)
+            .field("sqlite_cache_kib", &self.sqlite_cache_kib)
             .finish()
     }
 }
@@ -242,6 +245,7 @@ impl Settings {
                 url: self.database_url.clone(),
                 max_connections: self.database_max_connections,
                 timeout: secs(self.database_timeout_secs),
+                sqlite_cache_kib: self.database_sqlite_cache_kib,
             },
             http: HttpConfig {
                 addr: self.http_addr,

@@ -1,48 +1,67 @@
 //! How the SQLite store is opened, read back through the service's own pool: WAL mode and
-//! `synchronous=FULL` on every pooled connection, so a committed delivery survives a power loss.
+//! `synchronous=FULL` on every pooled connection, so a committed delivery survives a power loss;
+//! and each connection's page cache bounded by `database_sqlite_cache_kib`.
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, TryGetable};
 
 use crate::helpers::TestApp;
 
+/// The pool's size in these tests: every connection is checked, not one connection three times.
+const POOL: u32 = 3;
+
 #[tokio::test]
 async fn sqlite_runs_in_wal_mode_with_synchronous_full_on_every_pooled_connection() {
-    const POOL: u32 = 3;
     let app = TestApp::spawn_with(|settings| settings.database_max_connections = POOL).await;
     if app.on_postgres() {
         app.stop().await;
         return;
     }
-    // Every connection of the pool at once: each is checked, not one connection three times.
+    let journal_modes: Vec<String> = pragma_on_every_connection(&app, "journal_mode").await;
+    assert_eq!(journal_modes, ["wal"; POOL as usize]);
+    // 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
+    let synchronous: Vec<i64> = pragma_on_every_connection(&app, "synchronous").await;
+    assert_eq!(synchronous, [2; POOL as usize], "synchronous=FULL");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_sqlite_connection_caches_at_most_the_configured_kib_of_pages() {
+    let app = TestApp::spawn_with(|settings| settings.database_max_connections = POOL).await;
+    if app.on_postgres() {
+        app.stop().await;
+        return;
+    }
+    // A negative cache_size is a size in KiB; SQLite's own default is -2000.
+    let default: Vec<i64> = pragma_on_every_connection(&app, "cache_size").await;
+    assert_eq!(default, [-512; POOL as usize]);
+    let app = app
+        .restart_with(|settings| settings.database_sqlite_cache_kib = 96)
+        .await;
+    let configured: Vec<i64> = pragma_on_every_connection(&app, "cache_size").await;
+    assert_eq!(configured, [-96; POOL as usize]);
+    app.stop().await;
+}
+
+/// `PRAGMA name` on each of the pool's connections, all held at once.
+async fn pragma_on_every_connection<T: TryGetable>(app: &TestApp, name: &str) -> Vec<T> {
     let mut connections = Vec::new();
     for _ in 0..POOL {
         connections.push(app.core.db().begin().await.unwrap());
     }
+    let mut values = Vec::new();
     for (index, connection) in connections.iter().enumerate() {
-        let pragma = |name: &str| {
-            connection.query_one_raw(Statement::from_string(
+        let row = connection
+            .query_one_raw(Statement::from_string(
                 DbBackend::Sqlite,
                 format!("PRAGMA {name}"),
             ))
-        };
-        let journal_mode: String = pragma("journal_mode")
             .await
             .unwrap()
-            .unwrap()
-            .try_get_by_index(0)
-            .unwrap();
-        assert_eq!(journal_mode, "wal", "connection {index}");
-        // 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
-        let synchronous: i64 = pragma("synchronous")
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get_by_index(0)
-            .unwrap();
-        assert_eq!(synchronous, 2, "connection {index}: synchronous=FULL");
+            .unwrap_or_else(|| panic!("connection {index}: PRAGMA {name} returned no row"));
+        values.push(row.try_get_by_index(0).unwrap());
     }
     for connection in connections {
         connection.rollback().await.unwrap();
     }
-    app.stop().await;
+    values
 }

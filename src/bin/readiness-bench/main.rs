@@ -23,6 +23,7 @@ async fn open_database(url: &str, connections: u32) -> anyhow::Result<readiness:
         url: url.to_owned(),
         max_connections: connections,
         connect_timeout: std::time::Duration::from_secs(30),
+        sqlite_cache_kib: readiness::store::DEFAULT_SQLITE_CACHE_KIB,
     };
     Ok(readiness::store::connect(&options).await?.db().clone())
 }
