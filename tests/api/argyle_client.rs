@@ -635,7 +635,25 @@ async fn every_call_carries_the_current_trace_as_traceparent() {
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
     let _default = tracing::subscriber::set_default(subscriber);
+    // tracing caches whether a callsite is enabled, process-wide. While only one dispatcher is
+    // registered, a callsite first reached on another test's thread (which has no subscriber)
+    // is cached as never enabled, and the client's span here would be disabled (a flake seen in
+    // CI). With two registered, a callsite's first use asks both, and this test's is one.
+    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
     let fake = fake().await;
+    // The hazard, made certain: another thread, with no subscriber, reaches the client's span
+    // first.
+    let elsewhere = client(&fake);
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(elsewhere.list_webhooks())
+            .unwrap();
+    })
+    .await
+    .unwrap();
     let root = tracing::info_span!("caller");
     let trace_id = root.context().span().span_context().trace_id();
 
@@ -645,7 +663,7 @@ async fn every_call_carries_the_current_trace_as_traceparent() {
         .await
         .unwrap();
 
-    let traceparent = fake.requests()[0].traceparent.clone().expect("traceparent");
+    let traceparent = fake.requests()[1].traceparent.clone().expect("traceparent");
     let parts: Vec<&str> = traceparent.split('-').collect();
     assert_eq!(parts.len(), 4, "{traceparent}");
     assert_eq!(
