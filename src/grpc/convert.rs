@@ -79,7 +79,7 @@ pub fn report_type_filter(value: i32) -> Result<(Option<&'static str>, bool), St
 }
 
 pub fn account(account: &AccountView) -> pb::Account {
-    let error = account.error.clone().unwrap_or_default();
+    let error = account.error.as_deref().cloned().unwrap_or_default();
     pb::Account {
         account_id: account.id.to_string(),
         state: account_state(account.state).into(),
