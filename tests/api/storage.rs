@@ -11,11 +11,9 @@ const POOL: u32 = 3;
 
 #[tokio::test]
 async fn sqlite_runs_in_wal_mode_with_synchronous_full_on_every_pooled_connection() {
-    let app = TestApp::spawn_with(|settings| settings.database_max_connections = POOL).await;
-    if app.on_postgres() {
-        app.stop().await;
+    let Some(app) = sqlite_app().await else {
         return;
-    }
+    };
     let journal_modes: Vec<String> = pragma_on_every_connection(&app, "journal_mode").await;
     assert_eq!(journal_modes, ["wal"; POOL as usize]);
     // 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
@@ -26,11 +24,9 @@ async fn sqlite_runs_in_wal_mode_with_synchronous_full_on_every_pooled_connectio
 
 #[tokio::test]
 async fn each_sqlite_connection_caches_at_most_the_configured_kib_of_pages() {
-    let app = TestApp::spawn_with(|settings| settings.database_max_connections = POOL).await;
-    if app.on_postgres() {
-        app.stop().await;
+    let Some(app) = sqlite_app().await else {
         return;
-    }
+    };
     // A negative cache_size is a size in KiB; SQLite's own default is -2000.
     let default: Vec<i64> = pragma_on_every_connection(&app, "cache_size").await;
     assert_eq!(default, [-512; POOL as usize]);
@@ -40,6 +36,16 @@ async fn each_sqlite_connection_caches_at_most_the_configured_kib_of_pages() {
     let configured: Vec<i64> = pragma_on_every_connection(&app, "cache_size").await;
     assert_eq!(configured, [-96; POOL as usize]);
     app.stop().await;
+}
+
+/// The service on SQLite with a pool of `POOL`; `None` (and nothing to check) on PostgreSQL.
+async fn sqlite_app() -> Option<TestApp> {
+    let app = TestApp::spawn_with(|settings| settings.database_max_connections = POOL).await;
+    if app.on_postgres() {
+        app.stop().await;
+        return None;
+    }
+    Some(app)
 }
 
 /// `PRAGMA name` on each of the pool's connections, all held at once.
