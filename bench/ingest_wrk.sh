@@ -25,9 +25,11 @@ psql "$REF_DB" -qc "CREATE TABLE raw (id bigserial primary key, hash text unique
 cat > "$WORK/raw.sql" <<'SQL'
 INSERT INTO raw (hash, body) VALUES (md5(random()::text || clock_timestamp()::text), '{"event": "accounts.updated", "name": "readiness-bench", "data": {"account": "0187c66e-e7e5-811c-b006-2232f00f426a", "user": "018051aa-f7a9-a0db-2f38-6cfa325e9d69"}}');
 SQL
-pgbench -n -c 64 -j 2 -T "$SECS" -f "$WORK/raw.sql" "$REF_DB" > "$WORK/pgbench.txt" 2>&1
+cpu_run "$WORK/machine-ref" pgbench -n -c 64 -j 2 -T "$SECS" -f "$WORK/raw.sql" "$REF_DB" \
+    > "$WORK/pgbench.txt" 2>&1
 raw_tps="$(awk '/^tps/ {printf "%.0f", $3}' "$WORK/pgbench.txt")"
 raw_p="$(awk '/latency average/ {print $4}' "$WORK/pgbench.txt")"
+raw_n="$(awk '/number of transactions actually processed/ {print $NF}' "$WORK/pgbench.txt")"
 drop_db postgres readiness_bench_raw
 
 # Pre-signed deliveries, one file per wrk thread.
@@ -52,8 +54,8 @@ PY
 run_wrk() {
     local label="$1" cpu0 cpu1
     cpu0="$(cpu_secs "$SERVER_PID")"
-    wrk -t 2 -c 64 -d "${SECS}s" --timeout 10s -s bench/ingest_wrk.lua "http://$HTTP_ADDR" \
-        -- "$WORK/deliveries" > "$WORK/wrk-$label.txt"
+    cpu_run "$WORK/machine-$label" wrk -t 2 -c 64 -d "${SECS}s" --timeout 10s \
+        -s bench/ingest_wrk.lua "http://$HTTP_ADDR" -- "$WORK/deliveries" > "$WORK/wrk-$label.txt"
     cpu1="$(cpu_secs "$SERVER_PID")"
     echo "$cpu0 $cpu1" > "$WORK/cpu-$label"
 }
@@ -89,4 +91,32 @@ cpu = (float(cpu1) - float(cpu0)) / s["seconds"] * 100
 print(f"| {backend} | {rate:,.0f} | {rate / float(raw):.0%} | {s['requests']:,} | {s['non_2xx']} | {s['socket_errors'] + s['timeouts']} | {s['wrapped']} | {int(stored):,} | {s['p50_ms']} | {s['p90_ms']} | {s['p99_ms']} | {s['max_ms']} | {cpu:.0f} |")
 PY
     done
+    echo
+    echo "Where the machine's CPU went, in microseconds of CPU per stored delivery (per transaction for"
+    echo "pgbench): the machine's busy time over the run (all $(nproc) cores, /proc/stat) split into the"
+    echo "service's process, the load generator's, and the rest (PostgreSQL's processes, the machine's"
+    echo "network interrupts, the machine's other daemons)."
+    echo
+    echo "| run | per second | machine busy % | service µs | load generator µs | PostgreSQL and the rest µs | all µs |"
+    echo "|---|---|---|---|---|---|---|"
+    python3 - "$WORK" "$raw_n" "$raw_tps" "$(nproc)" <<'PY'
+import json, sys
+work, raw_n, raw_tps, cores = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+def row(label, count, wall, busy, generator, service):
+    us = lambda cpu: f"{cpu / count * 1e6:,.0f}"
+    rest = busy - generator - service
+    print(f"| {label} | {count / wall:,.0f} | {busy / wall / cores:.0%} | {us(service) if service else '-'} | {us(generator)} | {us(rest)} | {us(busy)} |")
+    return busy / count
+busy, own, wall = map(float, open(f"{work}/machine-ref").read().split())
+row("pgbench into `raw`", raw_n, wall, busy, own, 0.0)
+for backend in ("postgres", "sqlite"):
+    s = json.loads([l for l in open(f"{work}/wrk-{backend}.txt") if l.startswith("{")][-1])
+    busy, own, wall = map(float, open(f"{work}/machine-{backend}").read().split())
+    cpu0, cpu1 = map(float, open(f"{work}/cpu-{backend}").read().split())
+    row(f"service on {backend}", s["requests"] - s["non_2xx"], wall, busy, own, cpu1 - cpu0)
+rate = float(raw_tps)
+print()
+print(f"At 75 % of pgbench's rate ({0.75 * rate:,.0f}/s) the {cores} cores allow at most "
+      f"{cores / (0.75 * rate) * 1e6:,.0f} µs of CPU per delivery, every process together.")
+PY
 } | tee "$OUT"

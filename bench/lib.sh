@@ -24,6 +24,27 @@ cpu_secs() { awk '{printf "%.2f", ($14+$15)/100}' "/proc/$1/stat"; }
 peak_rss() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 rss() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 
+# Runs a command (its output as the caller redirects it) and writes to FILE three numbers: the
+# CPU seconds the whole machine was busy during the run (every core, from /proc/stat: user, nice,
+# system, irq and softirq), the CPU seconds of the command itself (user+system, with its
+# children), and the run's wall-clock seconds.
+cpu_run() {
+    local out="$1"; shift
+    python3 - "$out" "$@" <<'PY'
+import os, resource, subprocess, sys, time
+def busy():
+    # user, nice, system, idle, iowait, irq, softirq: busy is all but idle and iowait.
+    user, nice, system, _, _, irq, softirq = map(int, open("/proc/stat").readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+before, start = busy(), time.monotonic()
+status = subprocess.run(sys.argv[2:]).returncode
+after, wall = busy(), time.monotonic() - start
+own = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{after - before:.2f} {own.ru_utime + own.ru_stime:.2f} {wall:.2f}\n")
+sys.exit(status)
+PY
+}
+
 machine() {
     echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(psql -V | awk '{print "PostgreSQL " $3}')"
 }
