@@ -122,10 +122,15 @@ pub struct Batch {
 }
 
 impl Store {
-    /// Opens the unit of work of one group commit.
+    /// Opens the unit of work of one group commit (on PostgreSQL, its statements planned as
+    /// `store::plans` says).
     pub async fn begin_batch(&self) -> Result<Batch, StoreError> {
+        let txn = self.db.begin().await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            txn.execute_unprepared(super::plans::BATCH_PLANS).await?;
+        }
         Ok(Batch {
-            txn: self.db.begin().await?,
+            txn,
             origin: self.origin.clone(),
             held: Mutex::default(),
         })
@@ -381,7 +386,7 @@ impl Batch {
         Ok(())
     }
 
-    fn backend(&self) -> DbBackend {
+    pub(super) fn backend(&self) -> DbBackend {
         self.txn.get_database_backend()
     }
 

@@ -9,6 +9,7 @@ mod jobs;
 pub mod log;
 pub mod migrations;
 mod pg_rows;
+mod plans;
 mod reads;
 mod rows;
 
@@ -24,6 +25,7 @@ pub use checks::{DatabaseFile, FileChange};
 pub use inbox::Verdict;
 pub use jobs::{JobCount, Retry};
 pub use migrations::Migrator;
+pub use plans::PreparedPlan;
 pub use reads::{ReportKey, ReportQuery, UserQuery};
 
 /// The database connection pool, as the layers above may hold it (they never name the driver).
@@ -126,12 +128,10 @@ pub async fn connect(options: &StoreOptions) -> Result<Store, DbErr> {
                 Box::pin(async move { Ok(checks::outside_transaction(conn)) })
             })
         })
-        // The ingest batch's statements have one text whatever the batch (keys as one array,
-        // rows as one JSON parameter), so sqlx prepares each once per connection; PostgreSQL's
-        // generic plan for such a statement, chosen after five executions, guesses the array's
-        // length and made ingest about 30 % slower (bench/results/compare/2026-12-01-any/).
-        // Each execution is planned for its values instead, as the statements built anew for
-        // each batch size were before.
+        // Outside batches each execution is planned for its values: a generic plan made while
+        // a table is nearly empty can be a sequential scan, kept as the table grows. A batch's
+        // transaction plans its statements once instead, never as a sequential scan
+        // (`store::plans`).
         .map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]))
         .map_sqlx_postgres_pool_opts(|pool| {
             pool.after_release(|conn, _| {
