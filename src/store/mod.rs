@@ -8,14 +8,18 @@ mod inbox;
 mod jobs;
 pub mod log;
 pub mod migrations;
+#[cfg(target_os = "linux")]
+pub mod nodelay;
 mod pg_rows;
 mod plans;
 mod reads;
 mod rows;
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 use sea_orm_migration::MigratorTrait;
@@ -107,6 +111,7 @@ pub const DEFAULT_SQLITE_CACHE_KIB: u32 = 512;
 /// `ROLLBACK` failed, as when SQLite rolls back by itself on a full disk) is closed, never reused:
 /// see `checks::outside_transaction`.
 pub async fn connect(options: &StoreOptions) -> Result<Store, DbErr> {
+    let database_port = tcp_port(&options.url);
     let busy_timeout = options.connect_timeout;
     let cache_size = format!("-{}", options.sqlite_cache_kib);
     let mut connect = ConnectOptions::new(options.url.clone());
@@ -133,14 +138,40 @@ pub async fn connect(options: &StoreOptions) -> Result<Store, DbErr> {
         // transaction plans its statements once instead, never as a sequential scan
         // (`store::plans`).
         .map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]))
-        .map_sqlx_postgres_pool_opts(|pool| {
-            pool.after_release(|conn, _| {
-                Box::pin(async move { Ok(checks::outside_transaction(conn)) })
+        .map_sqlx_postgres_pool_opts(move |pool| {
+            pool.after_connect(move |_, _| {
+                Box::pin(async move {
+                    without_nagle(database_port);
+                    Ok(())
+                })
             })
+            .after_release(|conn, _| Box::pin(async move { Ok(checks::outside_transaction(conn)) }))
         });
     let db = Database::connect(connect).await?;
     Migrator::up(&db, None).await?;
     Ok(Store::new(db))
+}
+
+/// The TCP port of a PostgreSQL URL; none for SQLite or a Unix socket.
+fn tcp_port(url: &str) -> Option<u16> {
+    let options = PgConnectOptions::from_str(url).ok()?;
+    options.get_socket().is_none().then(|| options.get_port())
+}
+
+/// Turns Nagle's algorithm off on the database's connections (see `store::nodelay`); a failure
+/// (a sandbox that forbids `pidfd_getfd`) only costs speed, so the first one is logged.
+fn without_nagle(port: Option<u16>) {
+    #[cfg(target_os = "linux")]
+    if let Some(port) = port
+        && let Err(error) = nodelay::set_on_database_sockets(port)
+    {
+        static LOGGED: std::sync::Once = std::sync::Once::new();
+        LOGGED.call_once(|| {
+            tracing::warn!(%error, "could not set TCP_NODELAY on the database connections");
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = port;
 }
 
 impl Store {

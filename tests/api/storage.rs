@@ -1,6 +1,7 @@
-//! How the SQLite store is opened, read back through the service's own pool: WAL mode and
-//! `synchronous=FULL` on every pooled connection, so a committed delivery survives a power loss;
-//! and each connection's page cache bounded by `database_sqlite_cache_kib`.
+//! How the store is opened, read back through the service's own pool: on SQLite, WAL mode and
+//! `synchronous=FULL` on every pooled connection, so a committed delivery survives a power loss,
+//! and each connection's page cache bounded by `database_sqlite_cache_kib`; on PostgreSQL, every
+//! connection sends without Nagle's delay (`TCP_NODELAY`).
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, TryGetable};
 
@@ -35,6 +36,42 @@ async fn each_sqlite_connection_caches_at_most_the_configured_kib_of_pages() {
         .await;
     let configured: Vec<i64> = pragma_on_every_connection(&app, "cache_size").await;
     assert_eq!(configured, [-96; POOL as usize]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_postgresql_connection_sends_without_waiting_for_acknowledgements() {
+    // The service holds some connections of its own on PostgreSQL (the log's follower, the
+    // report workers); these three are taken at once, so they are three different ones.
+    let app = TestApp::spawn_with(|settings| settings.database_max_connections = 2 * POOL).await;
+    if !app.on_postgres() {
+        app.stop().await;
+        return;
+    }
+    let mut connections = Vec::new();
+    for _ in 0..POOL {
+        connections.push(app.core.db().begin().await.unwrap());
+    }
+    let mut nodelay = Vec::new();
+    for connection in &connections {
+        // The connection's own end, as PostgreSQL sees it.
+        let port: i32 = connection
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT inet_client_port() AS port",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "port")
+            .unwrap();
+        let port = u16::try_from(port).unwrap();
+        nodelay.push(readiness::store::nodelay::of_local_port(port).unwrap());
+    }
+    for connection in connections {
+        connection.rollback().await.unwrap();
+    }
+    assert_eq!(nodelay, [Some(true); POOL as usize]);
     app.stop().await;
 }
 
