@@ -2,8 +2,8 @@
 //!
 //! sqlx 0.9.0 no longer sets it (sqlx issue #4335; the fix, pull request #4336, is merged but not
 //! released). Over TLS, sqlx hands a message larger than one TLS record (16 KiB: an ingest
-//! batch's rows) to the socket as one write per record, and with Nagle's algorithm on, the last
-//! write waits for PostgreSQL to acknowledge the first, which a delayed ACK holds for about 40 ms:
+//! batch's rows) to the socket as one write per record, and with Nagle's algorithm on, a write
+//! that follows an unacknowledged one waits for PostgreSQL's delayed ACK, about 40 ms:
 //! ingest over TLS ran at 700-1,523 deliveries/s with a p99 of 185-188 ms (README, Configuration).
 //! sqlx gives no handle on its sockets, so after each new connection this finds the process's
 //! TCP sockets connected to the database's port (through a duplicate of each descriptor, by
@@ -13,6 +13,7 @@
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
+use rustix::fs::{FileType, fstat};
 use rustix::net::sockopt;
 use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_open};
 
@@ -42,16 +43,32 @@ pub fn of_local_port(local_port: u16) -> std::io::Result<Option<bool>> {
 
 /// This process's connected TCP sockets, each as a duplicate descriptor with its local and peer
 /// address. A descriptor closed meanwhile, or not a connected socket, is passed over.
+///
+/// Only sockets are duplicated: closing a duplicate of a file's descriptor would release this
+/// process's POSIX locks on that file (SQLite's, for one). If a number is reused for a file
+/// between the check and the duplication, that duplicate is leaked, not closed.
 fn tcp_sockets() -> std::io::Result<Vec<(OwnedFd, SocketAddr, SocketAddr)>> {
     let this = pidfd_open(getpid(), PidfdFlags::empty())?;
     let mut sockets = vec![];
     for entry in std::fs::read_dir("/proc/self/fd")? {
-        let Ok(fd) = entry?.file_name().to_string_lossy().parse() else {
+        let entry = entry?;
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        let Ok(fd) = entry.file_name().to_string_lossy().parse() else {
             continue;
         };
+        if !is_socket {
+            continue;
+        }
         let Ok(socket) = pidfd_getfd(&this, fd, PidfdGetfdFlags::empty()) else {
             continue;
         };
+        if !fstat(&socket)
+            .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Socket)
+        {
+            std::mem::forget(socket);
+            continue;
+        }
         let address = |found: Option<rustix::net::SocketAddrAny>| {
             found.and_then(|found| SocketAddr::try_from(found).ok())
         };

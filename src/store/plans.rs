@@ -3,7 +3,7 @@
 //! Every statement a batch sends has one text whatever the batch (keys as arrays, rows as one
 //! JSON parameter), and each looks rows up by key. sqlx prepares each once per connection, so
 //! PostgreSQL can plan each once and reuse the plan (a generic plan) instead of planning every
-//! execution for its values (a custom plan), which cost PostgreSQL about a sixth of its CPU per
+//! execution for its values (a custom plan), which cost PostgreSQL about 15 % of its CPU per
 //! delivery under ingest (README, Performance). Left to itself (`plan_cache_mode = auto`) it
 //! makes the generic plan after five executions, on a young database while the tables are still
 //! nearly empty, where a sequential scan looks cheapest; that plan then stays while the tables
