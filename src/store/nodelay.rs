@@ -60,8 +60,12 @@ fn tcp_sockets() -> std::io::Result<Vec<(OwnedFd, SocketAddr, SocketAddr)>> {
         if !is_socket {
             continue;
         }
-        let Ok(socket) = pidfd_getfd(&this, fd, PidfdGetfdFlags::empty()) else {
-            continue;
+        let socket = match pidfd_getfd(&this, fd, PidfdGetfdFlags::empty()) {
+            Ok(socket) => socket,
+            // Closed since it was listed.
+            Err(rustix::io::Errno::BADF) => continue,
+            // Refused (a sandbox's syscall filter): say so rather than set nothing quietly.
+            Err(error) => return Err(error.into()),
         };
         if !fstat(&socket)
             .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Socket)
