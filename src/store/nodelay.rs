@@ -21,35 +21,41 @@ use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_op
 /// returns how many it set.
 pub(super) fn set_on_database_sockets(port: u16) -> std::io::Result<usize> {
     let mut set = 0;
-    for (socket, _, peer) in tcp_sockets()? {
-        if peer.port() == port && sockopt::tcp_nodelay(&socket) == Ok(false) {
-            sockopt::set_tcp_nodelay(&socket, true)?;
+    each_tcp_socket(|socket, _, peer| {
+        if peer.port() == port && sockopt::tcp_nodelay(socket) == Ok(false) {
+            sockopt::set_tcp_nodelay(socket, true)?;
             set += 1;
         }
-    }
+        Ok(())
+    })?;
     Ok(set)
 }
 
 /// Whether this process's TCP socket bound to `local_port` has `TCP_NODELAY` (none if there is
 /// no such socket), for tests and tools that check a connection.
 pub fn of_local_port(local_port: u16) -> std::io::Result<Option<bool>> {
-    for (socket, local, _) in tcp_sockets()? {
+    let mut found = None;
+    each_tcp_socket(|socket, local, _| {
         if local.port() == local_port {
-            return Ok(Some(sockopt::tcp_nodelay(&socket)?));
+            found = Some(sockopt::tcp_nodelay(socket)?);
         }
-    }
-    Ok(None)
+        Ok(())
+    })?;
+    Ok(found)
 }
 
-/// This process's connected TCP sockets, each as a duplicate descriptor with its local and peer
-/// address. A descriptor closed meanwhile, or not a connected socket, is passed over.
+/// Calls `visit` with each of this process's connected TCP sockets (a duplicate of its
+/// descriptor, closed before the next one is made: near the descriptor limit the scan takes
+/// three descriptors at most) and its local and peer address. A descriptor closed meanwhile, or
+/// not a connected socket, is passed over.
 ///
 /// Only sockets are duplicated: closing a duplicate of a file's descriptor would release this
 /// process's POSIX locks on that file (SQLite's, for one). If a number is reused for a file
 /// between the check and the duplication, that duplicate is leaked, not closed.
-fn tcp_sockets() -> std::io::Result<Vec<(OwnedFd, SocketAddr, SocketAddr)>> {
+fn each_tcp_socket(
+    mut visit: impl FnMut(&OwnedFd, SocketAddr, SocketAddr) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let this = pidfd_open(getpid(), PidfdFlags::empty())?;
-    let mut sockets = vec![];
     for entry in std::fs::read_dir("/proc/self/fd")? {
         let entry = entry?;
         let is_socket = std::fs::read_link(entry.path())
@@ -79,10 +85,10 @@ fn tcp_sockets() -> std::io::Result<Vec<(OwnedFd, SocketAddr, SocketAddr)>> {
         let local = rustix::net::getsockname(&socket).ok();
         let peer = rustix::net::getpeername(&socket).ok().flatten();
         if let (Some(local), Some(peer)) = (address(local), address(peer)) {
-            sockets.push((socket, local, peer));
+            visit(&socket, local, peer)?;
         }
     }
-    Ok(sockets)
+    Ok(())
 }
 
 #[cfg(test)]
