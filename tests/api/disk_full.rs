@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use readiness::domain::signature::{Secret, sign};
 use readiness::store::entities::{delivery, report};
 use sea_orm::{Database, EntityTrait};
-use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{SECRET, body, new_id};
+use crate::helpers::{SECRET, body, new_id, sha};
 use crate::process::ServeProcess;
 
 /// The README's promise: a failing database is probed with a tiny write at least this often, so
@@ -178,10 +177,6 @@ fn small_delivery() -> (String, String) {
         body::generated(&new_id(), "voie", Some(&report_id)),
         report_id,
     )
-}
-
-fn sha(body: &str) -> String {
-    hex::encode(Sha256::digest(body.as_bytes()))
 }
 
 /// Posts one signed delivery; records a 2xx; returns the status (0 if no answer).

@@ -9,13 +9,8 @@
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Database};
-use sha2::{Digest, Sha256};
 
-use crate::helpers::{TestApp, body, new_id};
-
-fn sha(body: &str) -> String {
-    hex::encode(Sha256::digest(body.as_bytes()))
-}
+use crate::helpers::{TestApp, body, new_id, sha};
 
 /// Sends ten ordinary deliveries (each must be answered 200), restarts the service, and checks
 /// that all ten are stored.

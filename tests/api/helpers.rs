@@ -326,6 +326,12 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A body's SHA-256 in hex, the inbox's key for it.
+pub fn sha(body: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(body.as_bytes()))
+}
+
 pub mod body {
     //! Argyle delivery bodies, shaped as documented in `shared/argyle.md`.
     use serde_json::json;

@@ -3,7 +3,7 @@
 //! and each connection's page cache bounded by `database_sqlite_cache_kib`; on PostgreSQL, every
 //! connection sends without Nagle's delay (`TCP_NODELAY`).
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, TryGetable};
+use sea_orm::{ConnectionTrait, Statement, TransactionTrait, TryGetable};
 
 use crate::helpers::TestApp;
 
@@ -48,29 +48,12 @@ async fn every_postgresql_connection_sends_without_waiting_for_acknowledgements(
         app.stop().await;
         return;
     }
-    let mut connections = Vec::new();
-    for _ in 0..POOL {
-        connections.push(app.core.db().begin().await.unwrap());
-    }
-    let mut nodelay = Vec::new();
-    for connection in &connections {
-        // The connection's own end, as PostgreSQL sees it.
-        let port: i32 = connection
-            .query_one_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT inet_client_port() AS port",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get("", "port")
-            .unwrap();
-        let port = u16::try_from(port).unwrap();
-        nodelay.push(readiness::store::nodelay::of_local_port(port).unwrap());
-    }
-    for connection in connections {
-        connection.rollback().await.unwrap();
-    }
+    // Each connection's own end, as PostgreSQL sees it; the connections stay open in the pool.
+    let ports: Vec<i32> = on_every_connection(&app, "SELECT inet_client_port()").await;
+    let nodelay: Vec<Option<bool>> = ports
+        .into_iter()
+        .map(|port| readiness::store::nodelay::of_local_port(u16::try_from(port).unwrap()).unwrap())
+        .collect();
     assert_eq!(nodelay, [Some(true); POOL as usize]);
     app.stop().await;
 }
@@ -85,8 +68,15 @@ async fn sqlite_app() -> Option<TestApp> {
     Some(app)
 }
 
-/// `PRAGMA name` on each of the pool's connections, all held at once.
+/// `PRAGMA name` on each of the pool's connections.
 async fn pragma_on_every_connection<T: TryGetable>(app: &TestApp, name: &str) -> Vec<T> {
+    on_every_connection(app, &format!("PRAGMA {name}")).await
+}
+
+/// The first column of `sql`'s row on each of `POOL` connections, all held at once (so they are
+/// different ones).
+async fn on_every_connection<T: TryGetable>(app: &TestApp, sql: &str) -> Vec<T> {
+    let backend = app.core.db().get_database_backend();
     let mut connections = Vec::new();
     for _ in 0..POOL {
         connections.push(app.core.db().begin().await.unwrap());
@@ -94,13 +84,10 @@ async fn pragma_on_every_connection<T: TryGetable>(app: &TestApp, name: &str) ->
     let mut values = Vec::new();
     for (index, connection) in connections.iter().enumerate() {
         let row = connection
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                format!("PRAGMA {name}"),
-            ))
+            .query_one_raw(Statement::from_string(backend, sql))
             .await
             .unwrap()
-            .unwrap_or_else(|| panic!("connection {index}: PRAGMA {name} returned no row"));
+            .unwrap_or_else(|| panic!("connection {index}: {sql} returned no row"));
         values.push(row.try_get_by_index(0).unwrap());
     }
     for connection in connections {
