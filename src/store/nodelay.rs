@@ -94,6 +94,45 @@ fn each_tcp_socket(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+    use std::process::Command;
+
+    use rustix::fs::{FlockOperation, fcntl_lock};
+
+    #[test]
+    fn the_scan_leaves_this_processs_locks_on_files_held() {
+        // Closing any descriptor of a file releases this process's POSIX locks on it: a scan that
+        // duplicated a file's descriptor and closed the duplicate would free SQLite's locks.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fcntl_lock(file.as_file(), FlockOperation::NonBlockingLockExclusive).unwrap();
+        assert_eq!(lock_seen_by_another_process(file.path()), "locked");
+        let database = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _to_database = std::net::TcpStream::connect(database.local_addr().unwrap()).unwrap();
+
+        set_on_database_sockets(database.local_addr().unwrap().port()).unwrap();
+        of_local_port(database.local_addr().unwrap().port()).unwrap();
+
+        assert_eq!(lock_seen_by_another_process(file.path()), "locked");
+        fcntl_lock(file.as_file(), FlockOperation::NonBlockingUnlock).unwrap();
+        assert_eq!(lock_seen_by_another_process(file.path()), "free");
+    }
+
+    /// "locked" or "free": whether another process (Python's `fcntl.lockf`) finds a POSIX write
+    /// lock on `path`.
+    fn lock_seen_by_another_process(path: &Path) -> String {
+        let probe = "import errno, fcntl, sys\n\
+                     f = open(sys.argv[1], 'r+')\n\
+                     try:\n    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n    print('free')\n\
+                     except OSError as e:\n    \
+                     print('locked' if e.errno in (errno.EACCES, errno.EAGAIN) else e)";
+        let output = Command::new("python3")
+            .args(["-c", probe])
+            .arg(path)
+            .output()
+            .expect("python3 runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
 
     #[test]
     fn a_connection_to_the_port_gets_nodelay_and_others_keep_theirs() {
