@@ -15,13 +15,12 @@ use tonic::Code;
 
 use readiness::store::entities::delivery;
 use sea_orm::{Database, EntityTrait};
-use sha2::{Digest, Sha256};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::process::ChildProcess;
-use crate::helpers::{TestApp, body, new_id};
+use crate::helpers::{TestApp, body, new_id, sha};
 
 /// Long enough for anything that should happen; only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -216,10 +215,6 @@ async fn unary_calls(app: &TestApp) -> Vec<(&'static str, Code, Code)> {
             Code::Ok,
         ),
     ]
-}
-
-fn sha(body: &str) -> String {
-    hex::encode(Sha256::digest(body.as_bytes()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use readiness::grpc::pb::{self, StartPosition};
 
-use crate::helpers::{TestApp, body, new_id};
+use crate::helpers::{TestApp, body, new_id, sha};
 
 /// `name{labels} value` lines of the Prometheus text format, keyed by `name{labels}`.
 fn samples(text: &str) -> BTreeMap<String, f64> {
@@ -204,9 +204,7 @@ async fn inbox_commands_list_show_replay_and_prune_stored_deliveries() {
     let report_id = format!("replayed-{}", new_id());
     let raw = body::generated(&user, "voie", Some(&report_id));
     delivery::Entity::insert(delivery::ActiveModel {
-        body_sha256: Set(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-            raw.as_bytes(),
-        ))),
+        body_sha256: Set(sha(&raw)),
         body: Set(raw.clone().into_bytes()),
         status: Set("rejected".into()),
         error: Set(Some("unknown shape (recorded by an older version)".into())),

@@ -13,7 +13,7 @@ use sea_orm::{ActiveValue::Set, EntityTrait};
 use serde_json::Value;
 
 use crate::helpers::process::{ChildProcess, readiness};
-use crate::helpers::{SECRET, TestApp, body, new_id};
+use crate::helpers::{SECRET, TestApp, body, new_id, sha};
 
 /// Long enough for a debug build on a loaded machine; only reached when something hangs.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -119,9 +119,7 @@ async fn two_rejected_deliveries(app: &TestApp) {
     assert_eq!(app.deliver(&stolen).await.0, 400);
     let raw = body::generated(&new_id(), "voie", Some(&new_id()));
     delivery::Entity::insert(delivery::ActiveModel {
-        body_sha256: Set(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-            raw.as_bytes(),
-        ))),
+        body_sha256: Set(sha(&raw)),
         body: Set(raw.into_bytes()),
         status: Set("rejected".into()),
         error: Set(Some("recorded by an older version".into())),
@@ -253,9 +251,7 @@ async fn prune_deletes_in_batches_and_reports_progress_after_each() {
     let old = (0..2345).map(|n| {
         let raw = format!("{{\"old delivery\": {n}}}");
         delivery::ActiveModel {
-            body_sha256: Set(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-                raw.as_bytes(),
-            ))),
+            body_sha256: Set(sha(&raw)),
             body: Set(raw.into_bytes()),
             status: Set("rejected".into()),
             error: Set(Some("not JSON enough".into())),
