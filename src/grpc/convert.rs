@@ -279,11 +279,12 @@ named_from_oneofs!(
     get_report_document_request::Report { Id, ArgyleReportId },
 );
 
-/// The user a request's `user` oneof names; its external id is looked up as sent.
+/// The user a request's `user` oneof names; its external id without surrounding whitespace, as
+/// external ids are stored (`domain::normalize_external_id`).
 pub fn user_lookup(named: Option<Named>) -> Result<UserLookup, Status> {
-    match named {
+    match named.map(Named::trimmed) {
         Some(Named::Id(id)) => Ok(UserLookup::Id(uuid_field("user_id", &id)?)),
-        Some(Named::External(id)) if !id.trim().is_empty() => Ok(UserLookup::ExternalId(id)),
+        Some(Named::External(id)) if !id.is_empty() => Ok(UserLookup::ExternalId(id)),
         Some(Named::External(_)) => Err(invalid_argument("external_id", "must not be empty")),
         None => Err(invalid_argument("user", "set user_id or external_id")),
     }

@@ -113,10 +113,7 @@ impl ReportService for ReportApi {
     ) -> Result<Response<RequestReportResponse>, Status> {
         super::metered("RequestReport", async move {
             let request = request.into_inner();
-            let user = request
-                .user
-                .map(|user| convert::Named::from(user).trimmed());
-            let user = convert::user_lookup(user)?;
+            let user = convert::user_lookup(request.user.map(Into::into))?;
             let request_id = request.request_id.trim();
             if request_id.len() > MAX_NAME_LEN {
                 return Err(invalid_argument(

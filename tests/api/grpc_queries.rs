@@ -62,6 +62,39 @@ async fn a_user_is_found_by_external_id_and_null_or_empty_external_ids_mean_none
 }
 
 #[tokio::test]
+async fn an_external_id_is_looked_up_without_surrounding_whitespace_as_it_is_stored() {
+    let app = TestApp::spawn().await;
+    let (user, account) = (new_id(), new_id());
+    let external_id = format!("applicant-{}", new_id());
+    app.deliver_ok(&body::connected(&user, &account)).await;
+    app.deliver_ok(&body::ready_with_external_id(
+        &user,
+        Some(&format!(" {external_id}\n")),
+        &[(&account, "2024-01-08T12:00:00Z")],
+    ))
+    .await;
+
+    let mut client = app.readiness_client().await;
+    for asked in [external_id.clone(), format!("\t{external_id}  ")] {
+        let found = client
+            .get_user_readiness(by_external_id(&asked))
+            .await
+            .unwrap_or_else(|status| panic!("{asked:?}: {status:?}"))
+            .into_inner()
+            .user
+            .unwrap();
+        assert_eq!(found.user_id, user, "{asked:?}");
+        assert_eq!(found.external_id, external_id, "{asked:?}");
+    }
+    let status = client
+        .get_user_readiness(by_external_id(" \t "))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_malformed_user_id_is_invalid_argument_naming_the_field_and_an_unknown_one_not_found() {
     let app = TestApp::spawn().await;
     let mut client = app.readiness_client().await;
