@@ -1,8 +1,8 @@
 //! Pure domain: identifiers, account and readiness states, the convergent account facts, the
-//! readiness rule, Argyle delivery parsing and signature checks. No I/O and no framework types;
-//! `core` is its only caller. The fuzz target also compiles this module on its own, by path
-//! (`fuzz/Cargo.toml`): it uses nothing else of the crate, and a crate it starts to use is named
-//! there too.
+//! readiness rule, Argyle delivery parsing and signature checks. No I/O and no framework types:
+//! `core` drives it, and the adapters (`http`, `grpc`, `store`) only convert its types. The fuzz
+//! target also compiles this module on its own, by path (`fuzz/Cargo.toml`): it uses nothing
+//! else of the crate, and a crate it starts to use is named there too.
 
 pub mod account;
 pub mod argyle;
