@@ -297,6 +297,24 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The report Argyle knows by `argyle_report_id`, over gRPC.
+    pub async fn report_by_argyle_id(&self, argyle_report_id: &str) -> pb::Report {
+        let request = pb::GetReportRequest {
+            report: Some(pb::get_report_request::Report::ArgyleReportId(
+                argyle_report_id.into(),
+            )),
+            ..Default::default()
+        };
+        self.report_client()
+            .await
+            .get_report(request)
+            .await
+            .expect("GetReport")
+            .into_inner()
+            .report
+            .unwrap()
+    }
+
     pub async fn state(&self, user: &str) -> pb::ReadinessState {
         self.readiness(user).await.state()
     }

@@ -243,20 +243,7 @@ async fn inbox_commands_list_show_replay_and_prune_stored_deliveries() {
             .contains("belongs to user")
     );
 
-    let report = app
-        .report_client()
-        .await
-        .get_report(pb::GetReportRequest {
-            report: Some(pb::get_report_request::Report::ArgyleReportId(
-                report_id.clone(),
-            )),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .report
-        .unwrap();
+    let report = app.report_by_argyle_id(&report_id).await;
     assert_eq!(report.user_id, user);
     let events = app.event_count().await;
     let again = json_lines(&inbox(&app, &["replay", &id]).await);

@@ -467,30 +467,15 @@ async fn an_announced_report_is_enriched_and_its_urls_are_streamed_and_its_docum
     // The job that follows the request up may find the report generated (with its URLs) before
     // the announcement's webhook is applied, which is what sets `generated_at`: it comes, as the
     // fake redelivers the webhook until it is accepted.
-    let get_report = || async {
-        app.report_client()
-            .await
-            .get_report(pb::GetReportRequest {
-                report: Some(pb::get_report_request::Report::ArgyleReportId(
-                    argyle_id.clone(),
-                )),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .report
-            .unwrap()
-    };
     eventually(
         "the report has Argyle's creation time and the announcement's",
         || async {
-            let found = get_report().await;
+            let found = app.report_by_argyle_id(&argyle_id).await;
             found.argyle_created_at.is_some() && found.generated_at.is_some()
         },
     )
     .await;
-    let found = get_report().await;
+    let found = app.report_by_argyle_id(&argyle_id).await;
     assert_eq!(found.status(), ReportStatus::Generated);
 
     let mut document = app

@@ -32,19 +32,8 @@ async fn a_generated_report_is_recorded_once_with_or_without_argyle_report_id() 
         .await;
     assert_eq!(app.event_count().await, events + 1);
 
+    let by_argyle_id = app.report_by_argyle_id(&argyle_id).await;
     let mut client = app.report_client().await;
-    let by_argyle_id = client
-        .get_report(pb::GetReportRequest {
-            report: Some(pb::get_report_request::Report::ArgyleReportId(
-                argyle_id.clone(),
-            )),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .report
-        .unwrap();
     assert_eq!(by_argyle_id.user_id, user);
     assert_eq!(by_argyle_id.r#type(), ReportType::Voie);
     assert_eq!(by_argyle_id.type_name, "voie");
