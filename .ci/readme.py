@@ -74,14 +74,20 @@ def mask(text, ids=False):
     return [UUID.sub("<uuid>", line) for line in lines] if ids else lines
 
 
-def port_free(port):
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+def port_free(port, seconds=70):
+    """Whether the port can be bound within `seconds`: an earlier outgoing connection that got
+    it as its local port holds it for TIME_WAIT (60 s on Linux), a listener until it stops."""
+    deadline = time.time() + seconds
+    while True:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                if time.time() >= deadline:
+                    return False
+        time.sleep(1)
 
 
 def wait_ready(server, seconds):
@@ -140,6 +146,7 @@ def main():
         sys.exit("the README's first marked block must start the service (readme: serve)")
     for name, port in PORTS:
         if not port_free(port):
+            subprocess.run(["ss", "-tanp", f"sport = :{port}"])
             sys.exit(f"port {port} ({name}) is taken: the README's commands use the default ports; "
                      "stop whatever listens there and run again")
 
