@@ -1,14 +1,17 @@
 //! PostgreSQL's statements whose text does not depend on the batch: lists of keys as one array
-//! parameter (`= ANY($1)`, see [`one_of`]), and multi-row writes: the
-//! rows travel as one JSON array parameter, expanded by `json_populate_recordset` into the
-//! table's own row type. sqlx prepares each text once per connection, and PostgreSQL plans it
-//! once; a `VALUES` list instead has one text per batch size, each prepared and planned anew
-//! and competing for the statement cache. (Arrays with `UNNEST` do the same, but sea-query binds
-//! no arrays holding NULL, and most of these columns are nullable.) SQLite keeps the `VALUES`
-//! lists: it has no network round trip and plans in microseconds.
+//! parameter (`= ANY($1)`, see [`one_of`]), and multi-row writes, whose rows travel as a few
+//! parameters read by one `ROWS FROM` scan. Each `NOT NULL` column of a plain type (text,
+//! bytea, integers, booleans, timestamps) is one array parameter, expanded by `unnest`: sqlx
+//! sends it in the binary format, so a body is copied, not hex-encoded and lexed. The other
+//! columns (the nullable ones: sea-query binds no arrays holding NULL) travel as one JSON array,
+//! expanded by `json_populate_recordset` into the table's own row type; `ROWS FROM` zips the
+//! two by position. sqlx prepares each text once per connection, and PostgreSQL plans it once;
+//! a `VALUES` list instead has one text per batch size, each prepared and planned anew and
+//! competing for the statement cache. SQLite keeps the `VALUES` lists: it has no network round
+//! trip and plans in microseconds.
 
 use sea_orm::sea_query::extension::postgres::PgFunc;
-use sea_orm::sea_query::{Expr, ExprTrait, Value};
+use sea_orm::sea_query::{ArrayType, Expr, ExprTrait, Value};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, Iterable,
     QueryResult, Statement,
@@ -18,8 +21,12 @@ use super::StoreError;
 
 /// A multi-row write of `rows` as one statement with a fixed text.
 pub(super) struct RowsWrite<'a, E: EntityTrait> {
+    /// Every column the rows set, in the table's order.
     columns: Vec<E::Column>,
-    json: String,
+    /// The columns that travel as arrays, each with its SQL array type and its values.
+    arrays: Vec<(E::Column, &'static str, Value)>,
+    /// The other columns' values, as a JSON array of objects; `None` if there are none.
+    json: Option<String>,
     conflict: Conflict<'a, E>,
     returning: &'a str,
     /// Taken before the rows are written (the event log's append lock), in the same statement.
@@ -37,36 +44,79 @@ pub(super) enum Conflict<'a, E: EntityTrait> {
 }
 
 impl<'a, E: EntityTrait> RowsWrite<'a, E> {
-    /// `rows` as JSON objects of the columns they set (the same columns in every row).
+    /// `rows`, which all set the same columns.
     pub(super) fn new<A>(rows: &[A], conflict: Conflict<'a, E>) -> Result<Self, StoreError>
     where
         A: ActiveModelTrait<Entity = E>,
     {
-        let columns: Vec<E::Column> = match rows.first() {
-            Some(first) => E::Column::iter()
-                .filter(|column| first.get(*column).is_set())
-                .collect(),
-            None => vec![],
+        let table = E::default().table_name();
+        let first = match rows.first() {
+            Some(first) => first,
+            None => {
+                return Ok(Self {
+                    columns: vec![],
+                    arrays: vec![],
+                    json: None,
+                    conflict,
+                    returning: "",
+                    prefix: "",
+                });
+            }
         };
-        let objects: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|row| {
-                columns
-                    .iter()
-                    .map(|column| {
-                        let value = row.get(*column).into_value().unwrap_or(Value::Bool(None));
-                        Ok((column.as_str().to_owned(), json(&value)?))
-                    })
-                    .collect::<Result<serde_json::Map<_, _>, StoreError>>()
-                    .map(serde_json::Value::Object)
-            })
-            .collect::<Result<_, _>>()?;
-        let json = serde_json::to_string(&objects).map_err(|error| StoreError::Corrupt {
-            table: E::default().table_name(),
-            detail: format!("rows do not serialise: {error}"),
-        })?;
+        let columns: Vec<E::Column> = E::Column::iter()
+            .filter(|column| first.get(*column).is_set())
+            .collect();
+        let value =
+            |row: &A, column: E::Column| row.get(column).into_value().unwrap_or(Value::Bool(None));
+        let mut arrays = vec![];
+        let mut in_json = vec![];
+        for &column in &columns {
+            match array_type(&value(first, column)) {
+                Some((kind, sql)) if !column.def().is_null() => {
+                    let values = rows
+                        .iter()
+                        .map(|row| {
+                            let value = value(row, column);
+                            match array_type(&value) {
+                                Some((same, _)) if same == kind && !is_null(&value) => Ok(value),
+                                _ => Err(StoreError::Corrupt {
+                                    table,
+                                    detail: format!(
+                                        "{value:?} in the NOT NULL column {}",
+                                        column.as_str()
+                                    ),
+                                }),
+                            }
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    arrays.push((column, sql, Value::Array(kind, Some(Box::new(values)))));
+                }
+                _ => in_json.push(column),
+            }
+        }
+        let json = if in_json.is_empty() {
+            None
+        } else {
+            let objects: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|row| {
+                    in_json
+                        .iter()
+                        .map(|&column| Ok((column.as_str().to_owned(), json(&value(row, column))?)))
+                        .collect::<Result<serde_json::Map<_, _>, StoreError>>()
+                        .map(serde_json::Value::Object)
+                })
+                .collect::<Result<_, _>>()?;
+            Some(
+                serde_json::to_string(&objects).map_err(|error| StoreError::Corrupt {
+                    table,
+                    detail: format!("rows do not serialise: {error}"),
+                })?,
+            )
+        };
         Ok(Self {
             columns,
+            arrays,
             json,
             conflict,
             returning: "",
@@ -87,11 +137,59 @@ impl<'a, E: EntityTrait> RowsWrite<'a, E> {
         self
     }
 
-    /// The `INSERT` alone, reading its rows from parameter `$param`; `from` goes before the
-    /// rows' source in its `FROM` (a CTE the rows must wait for).
-    fn insert(&self, param: usize, from: &str) -> String {
+    /// The rows' parameters, in the order [`RowsWrite::insert`] numbers them.
+    fn into_values(self) -> Vec<Value> {
+        let json = self.json.map(Value::from);
+        self.arrays
+            .into_iter()
+            .map(|(_, _, values)| values)
+            .chain(json)
+            .collect()
+    }
+
+    /// The `INSERT` alone, reading its rows from parameters `$first` on (the arrays, then the
+    /// JSON); `from` goes before the rows' source in its `FROM` (a CTE the rows must wait for).
+    fn insert(&self, first: usize, from: &str) -> String {
         let table = E::default().table_name();
         let columns = names(&self.columns);
+        let mut sources: Vec<String> = self
+            .arrays
+            .iter()
+            .enumerate()
+            .map(|(index, (_, sql, _))| format!("unnest(${}::{sql})", first + index))
+            .collect();
+        if self.json.is_some() {
+            sources.push(format!(
+                "json_populate_recordset(NULL::\"{table}\", ${}::json)",
+                first + self.arrays.len()
+            ));
+        }
+        // Each `unnest` gives one column, named by position ("#1", ...); the JSON gives the
+        // table's columns under their own names.
+        let aliases = if self.arrays.is_empty() {
+            String::new()
+        } else {
+            let aliases: Vec<String> = (1..=self.arrays.len())
+                .map(|index| format!("\"#{index}\""))
+                .collect();
+            format!("({})", aliases.join(", "))
+        };
+        let select = self
+            .columns
+            .iter()
+            .map(|column| {
+                let name = column.as_str();
+                match self
+                    .arrays
+                    .iter()
+                    .position(|(array, _, _)| array.as_str() == name)
+                {
+                    Some(index) => format!("r.\"#{}\" AS \"{name}\"", index + 1),
+                    None => format!("r.\"{name}\""),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let conflict = match &self.conflict {
             Conflict::Fail => String::new(),
             Conflict::Ignore(key) => format!(" ON CONFLICT ({}) DO NOTHING", names(key)),
@@ -110,18 +208,20 @@ impl<'a, E: EntityTrait> RowsWrite<'a, E> {
         } else {
             format!(" RETURNING {}", self.returning)
         };
-        // In the JSON's order: the rows come out of the ordered subquery as they went in.
+        // In the parameters' order: the rows come out of the ordered subquery as they went in.
         format!(
-            "INSERT INTO \"{table}\" ({columns}) SELECT {columns} FROM (SELECT r.* FROM \
-             {from}json_populate_recordset(NULL::\"{table}\", ${param}::json) WITH ORDINALITY AS r \
-             ORDER BY r.ordinality) AS rows{conflict}{returning}"
+            "INSERT INTO \"{table}\" ({columns}) SELECT {columns} FROM (SELECT {select} FROM \
+             {from}ROWS FROM ({}) WITH ORDINALITY AS r{aliases} ORDER BY r.ordinality) AS rows\
+             {conflict}{returning}",
+            sources.join(", ")
         )
     }
 
     /// This write as a statement that first makes the `held` writes, then runs the prefix (see
     /// [`RowsWrite::after`]) once every held write is done, then writes the rows.
-    fn statement(&self, held: Held) -> Statement {
+    fn statement(self, held: Held) -> Statement {
         let count = held.writes.len();
+        let first = held.params() + 1;
         let mut ctes = held.ctes();
         let mut from = "";
         if !self.prefix.is_empty() {
@@ -149,8 +249,8 @@ impl<'a, E: EntityTrait> RowsWrite<'a, E> {
         } else {
             format!("WITH {} ", ctes.join(", "))
         };
-        let sql = format!("{with}{}", self.insert(count + 1, from));
-        let values = held.into_values().chain([Value::from(self.json.clone())]);
+        let sql = format!("{with}{}", self.insert(first, from));
+        let values = held.into_values().chain(self.into_values());
         Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
     }
 
@@ -184,8 +284,8 @@ impl<'a, E: EntityTrait> RowsWrite<'a, E> {
         if self.returning.is_empty() {
             self.returning = "1";
         }
-        let param = held.writes.len() + 1;
-        held.writes.push((self.insert(param, ""), self.json));
+        let insert = self.insert(held.params() + 1, "");
+        held.writes.push((insert, self.into_values()));
     }
 }
 
@@ -195,8 +295,8 @@ impl<'a, E: EntityTrait> RowsWrite<'a, E> {
 /// parameter; all of them run to completion within the statement that carries them.
 #[derive(Debug, Default)]
 pub(super) struct Held {
-    /// Each write's `INSERT` (reading parameter `$n` for the n-th) and its rows as JSON.
-    writes: Vec<(String, String)>,
+    /// Each write's `INSERT` and its parameters (numbered after the earlier writes').
+    writes: Vec<(String, Vec<Value>)>,
 }
 
 impl Held {
@@ -224,9 +324,14 @@ impl Held {
             .collect()
     }
 
+    /// How many parameters the writes take.
+    fn params(&self) -> usize {
+        self.writes.iter().map(|(_, values)| values.len()).sum()
+    }
+
     /// The writes' parameters, in order.
     fn into_values(self) -> impl Iterator<Item = Value> {
-        self.writes.into_iter().map(|(_, json)| Value::from(json))
+        self.writes.into_iter().flat_map(|(_, values)| values)
     }
 }
 
@@ -236,6 +341,31 @@ fn names<C: IdenStatic>(columns: &[C]) -> String {
         .map(|column| format!("\"{}\"", column.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The array type a `NOT NULL` column travels as, if it is one sqlx binds.
+fn array_type(value: &Value) -> Option<(ArrayType, &'static str)> {
+    Some(match value {
+        Value::String(_) => (ArrayType::String, "text[]"),
+        Value::Bytes(_) => (ArrayType::Bytes, "bytea[]"),
+        Value::BigInt(_) => (ArrayType::BigInt, "int8[]"),
+        Value::Int(_) => (ArrayType::Int, "int4[]"),
+        Value::Bool(_) => (ArrayType::Bool, "bool[]"),
+        Value::ChronoDateTimeUtc(_) => (ArrayType::ChronoDateTimeUtc, "timestamptz[]"),
+        _ => return None,
+    })
+}
+
+fn is_null(value: &Value) -> bool {
+    matches!(
+        value,
+        Value::String(None)
+            | Value::Bytes(None)
+            | Value::BigInt(None)
+            | Value::Int(None)
+            | Value::Bool(None)
+            | Value::ChronoDateTimeUtc(None)
+    )
 }
 
 /// A column value as `json_populate_recordset` reads it into the column's type.

@@ -1,7 +1,7 @@
 //! How PostgreSQL plans the statements of a batch.
 //!
-//! Every statement a batch sends has one text whatever the batch (keys as arrays, rows as one
-//! JSON parameter), and each looks rows up by key. sqlx prepares each once per connection, so
+//! Every statement a batch sends has one text whatever the batch (keys as arrays, rows as a few
+//! array and JSON parameters, see `store::pg_rows`), and each looks rows up by key. sqlx prepares each once per connection, so
 //! PostgreSQL can plan each once and reuse the plan (a generic plan) instead of planning every
 //! execution for its values (a custom plan), which cost PostgreSQL about 15 % of its CPU per
 //! delivery under ingest (README, Performance). Left to itself (`plan_cache_mode = auto`) it

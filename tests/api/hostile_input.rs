@@ -1,7 +1,7 @@
 //! The bad-input matrix for `POST /webhooks/argyle`: every case gets its exact status, never a
 //! 5xx, the `error` code of the README's table, a message naming the bad field, and stores a
-//! delivery only where it should (signed bodies are kept for inspection, and the 400 answer gives
-//! their `delivery_id`; unsigned, oversized or mistyped requests leave no trace).
+//! delivery only where it should (signed bodies are kept for inspection, byte for byte, and the 400
+//! answer gives their `delivery_id`; unsigned, oversized or mistyped requests leave no trace).
 
 use readiness::domain::signature::{Secret, sign};
 use readiness::store::entities::delivery;
@@ -469,6 +469,12 @@ fn check_answer(
     let new_row = after
         .iter()
         .find(|row| !before.iter().any(|b| b.id == row.id));
+    if let Some(row) = new_row.filter(|row| row.body != case.body) {
+        return Some(format!(
+            "stored body {:?} is not the body sent",
+            String::from_utf8_lossy(&row.body)
+        ));
+    }
     if case.status == 405 {
         return None;
     }
