@@ -67,6 +67,11 @@ for backend in postgres sqlite; do
     stop_server
     if [ "$backend" = postgres ]; then
         psql "${url%%\?*}" -tAc "SELECT count(*) FROM deliveries" > "$WORK/stored-$backend"
+        # The rows each table gained and changed (HOT: an update that wrote no index entry),
+        # counted by PostgreSQL once the service's connections have closed.
+        psql "${url%%\?*}" -tA -F ' ' -c "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd,
+            n_tup_del FROM pg_stat_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0
+            ORDER BY relname" > "$WORK/tables-$backend"
     else
         python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM deliveries").fetchone()[0])' \
             "$WORK/readiness_bench_wrk.db" > "$WORK/stored-$backend"
@@ -97,26 +102,37 @@ PY
     echo "service's process, the load generator's, and the rest (PostgreSQL's processes, the machine's"
     echo "network interrupts, the machine's other daemons)."
     echo
-    echo "| run | per second | machine busy % | service µs | load generator µs | PostgreSQL and the rest µs | all µs |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| run | per second | machine busy % | stolen % | service µs | load generator µs | PostgreSQL and the rest µs | all µs |"
+    echo "|---|---|---|---|---|---|---|---|"
     python3 - "$WORK" "$raw_n" "$raw_tps" "$(nproc)" <<'PY'
 import json, sys
 work, raw_n, raw_tps, cores = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-def row(label, count, wall, busy, generator, service):
+def row(label, count, wall, busy, generator, stolen, service):
     us = lambda cpu: f"{cpu / count * 1e6:,.0f}"
     rest = busy - generator - service
-    print(f"| {label} | {count / wall:,.0f} | {busy / wall / cores:.0%} | {us(service) if service else '-'} | {us(generator)} | {us(rest)} | {us(busy)} |")
+    print(f"| {label} | {count / wall:,.0f} | {busy / wall / cores:.0%} | {stolen / wall / cores:.0%} | {us(service) if service else '-'} | {us(generator)} | {us(rest)} | {us(busy)} |")
     return busy / count
-busy, own, wall = map(float, open(f"{work}/machine-ref").read().split())
-row("pgbench into `raw`", raw_n, wall, busy, own, 0.0)
+busy, own, wall, stolen = map(float, open(f"{work}/machine-ref").read().split())
+row("pgbench into `raw`", raw_n, wall, busy, own, stolen, 0.0)
 for backend in ("postgres", "sqlite"):
     s = json.loads([l for l in open(f"{work}/wrk-{backend}.txt") if l.startswith("{")][-1])
-    busy, own, wall = map(float, open(f"{work}/machine-{backend}").read().split())
+    busy, own, wall, stolen = map(float, open(f"{work}/machine-{backend}").read().split())
     cpu0, cpu1 = map(float, open(f"{work}/cpu-{backend}").read().split())
-    row(f"service on {backend}", s["requests"] - s["non_2xx"], wall, busy, own, cpu1 - cpu0)
+    row(f"service on {backend}", s["requests"] - s["non_2xx"], wall, busy, own, stolen, cpu1 - cpu0)
 rate = float(raw_tps)
 print()
 print(f"At 75 % of pgbench's rate ({0.75 * rate:,.0f}/s) the {cores} cores allow at most "
       f"{cores / (0.75 * rate) * 1e6:,.0f} µs of CPU per delivery, every process together.")
 PY
+    echo
+    echo "PostgreSQL's row writes per stored delivery, by table (\`pg_stat_user_tables\`; an update"
+    echo "that is not HOT writes an entry in every index of its table):"
+    echo
+    echo "| table | inserted | updated | of which HOT | deleted |"
+    echo "|---|---|---|---|---|"
+    stored="$(cat "$WORK/stored-postgres")"
+    while read -r table inserted updated hot deleted; do
+        awk -v t="$table" -v n="$stored" -v i="$inserted" -v u="$updated" -v h="$hot" -v d="$deleted" \
+            'BEGIN {printf "| %s | %.2f | %.2f | %.2f | %.2f |\n", t, i / n, u / n, h / n, d / n}'
+    done < "$WORK/tables-postgres"
 } | tee "$OUT"

@@ -24,23 +24,28 @@ cpu_secs() { awk '{printf "%.2f", ($14+$15)/100}' "/proc/$1/stat"; }
 peak_rss() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 rss() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 
-# Runs a command (its output as the caller redirects it) and writes to FILE three numbers: the
+# Runs a command (its output as the caller redirects it) and writes to FILE four numbers: the
 # CPU seconds the whole machine was busy during the run (every core, from /proc/stat: user, nice,
 # system, irq and softirq), the CPU seconds of the command itself (user+system, with its
-# children), and the run's wall-clock seconds.
+# children), the run's wall-clock seconds, and the CPU seconds the hypervisor took from this
+# machine's cores (steal: a virtual machine's cores are not always its own, which makes runs
+# differ).
 cpu_run() {
     local out="$1"; shift
     python3 - "$out" "$@" <<'PY'
 import os, resource, subprocess, sys, time
 def busy():
-    # user, nice, system, idle, iowait, irq, softirq: busy is all but idle and iowait.
-    user, nice, system, _, _, irq, softirq = map(int, open("/proc/stat").readline().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-before, start = busy(), time.monotonic()
+    # user, nice, system, idle, iowait, irq, softirq, steal: busy is all but idle, iowait, steal.
+    fields = open("/proc/stat").readline().split()[1:9]
+    user, nice, system, _, _, irq, softirq, steal = map(int, fields)
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+(before, stolen0), start = busy(), time.monotonic()
 status = subprocess.run(sys.argv[2:]).returncode
-after, wall = busy(), time.monotonic() - start
+(after, stolen1), wall = busy(), time.monotonic() - start
 own = resource.getrusage(resource.RUSAGE_CHILDREN)
-open(sys.argv[1], "w").write(f"{after - before:.2f} {own.ru_utime + own.ru_stime:.2f} {wall:.2f}\n")
+open(sys.argv[1], "w").write(
+    f"{after - before:.2f} {own.ru_utime + own.ru_stime:.2f} {wall:.2f} {stolen1 - stolen0:.2f}\n")
 sys.exit(status)
 PY
 }
