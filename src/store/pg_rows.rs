@@ -412,3 +412,85 @@ where
         column.is_in(values)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use sea_orm::ActiveValue::Set;
+
+    use super::*;
+    use crate::store::entities::delivery;
+
+    fn deliveries(count: usize) -> Vec<delivery::ActiveModel> {
+        (0..count)
+            .map(|n| delivery::ActiveModel {
+                body_sha256: Set(format!("sha-{n}")),
+                body: Set(vec![0xff, n as u8, b'"', b'\\']),
+                event_name: Set((n % 2 == 0).then(|| "accounts.connected".to_owned())),
+                status: Set("applied".to_owned()),
+                error: Set(None),
+                received_at: Set(Utc.timestamp_opt(1_700_000_000 + n as i64, 0).unwrap()),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn write(rows: &[delivery::ActiveModel]) -> RowsWrite<'static, delivery::Entity> {
+        const KEY: [delivery::Column; 1] = [delivery::Column::BodySha256];
+        RowsWrite::new(rows, Conflict::Ignore(&KEY)).unwrap()
+    }
+
+    #[test]
+    fn the_statement_text_is_the_same_for_one_row_and_for_many() {
+        assert_eq!(
+            write(&deliveries(1)).insert(1, ""),
+            write(&deliveries(37)).insert(1, "")
+        );
+    }
+
+    #[test]
+    fn not_null_columns_travel_as_binary_arrays_and_nullable_ones_as_json() {
+        let rows = deliveries(3);
+        let write = write(&rows);
+        let sql = write.insert(1, "");
+        for source in [
+            "unnest($1::text[])",
+            "unnest($2::bytea[])",
+            "unnest($3::text[])",
+            "unnest($4::timestamptz[])",
+            "json_populate_recordset(NULL::\"deliveries\", $5::json)",
+        ] {
+            assert!(sql.contains(source), "{source} missing from {sql}");
+        }
+        let values = write.into_values();
+        assert_eq!(values.len(), 5);
+        let Value::Array(ArrayType::Bytes, Some(bodies)) = &values[1] else {
+            panic!("the bodies are not a bytea array: {:?}", values[1]);
+        };
+        assert_eq!(bodies[2], Value::Bytes(Some(vec![0xff, 2, b'"', b'\\'])));
+        let Value::String(Some(json)) = &values[4] else {
+            panic!("the nullable columns are not JSON: {:?}", values[4]);
+        };
+        let json: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"event_name": "accounts.connected", "error": null},
+                {"event_name": null, "error": null},
+                {"event_name": "accounts.connected", "error": null},
+            ])
+        );
+    }
+
+    #[test]
+    fn held_writes_number_their_parameters_after_the_earlier_ones() {
+        let mut held = Held::default();
+        write(&deliveries(2)).hold(&mut held);
+        assert_eq!(held.params(), 5);
+        let statement = write(&deliveries(2)).statement(held);
+        assert!(statement.sql.starts_with("WITH w1 AS (INSERT"));
+        assert!(statement.sql.contains("unnest($6::text[])"));
+        assert!(statement.sql.contains("$10::json"));
+        assert_eq!(statement.values.map(|values| values.0.len()), Some(10));
+    }
+}
