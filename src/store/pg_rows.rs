@@ -50,43 +50,31 @@ impl<'a, E: EntityTrait> RowsWrite<'a, E> {
         A: ActiveModelTrait<Entity = E>,
     {
         let table = E::default().table_name();
-        let first = match rows.first() {
-            Some(first) => first,
-            None => {
-                return Ok(Self {
-                    columns: vec![],
-                    arrays: vec![],
-                    json: None,
-                    conflict,
-                    returning: "",
-                    prefix: "",
-                });
-            }
-        };
-        let columns: Vec<E::Column> = E::Column::iter()
-            .filter(|column| first.get(*column).is_set())
-            .collect();
+        // Every row sets the columns the first one sets (none if there are no rows).
+        let columns: Vec<E::Column> = rows
+            .first()
+            .map(|first| {
+                E::Column::iter()
+                    .filter(|column| first.get(*column).is_set())
+                    .collect()
+            })
+            .unwrap_or_default();
         let value =
             |row: &A, column: E::Column| row.get(column).into_value().unwrap_or(Value::Bool(None));
         let mut arrays = vec![];
         let mut in_json = vec![];
         for &column in &columns {
-            match array_type(&value(first, column)) {
+            // A column's value type comes from its field's type: the same in every row.
+            match array_type(&value(&rows[0], column)) {
                 Some((kind, sql)) if !column.def().is_null() => {
                     let values = rows
                         .iter()
-                        .map(|row| {
-                            let value = value(row, column);
-                            match array_type(&value) {
-                                Some((same, _)) if same == kind && !is_null(&value) => Ok(value),
-                                _ => Err(StoreError::Corrupt {
-                                    table,
-                                    detail: format!(
-                                        "{value:?} in the NOT NULL column {}",
-                                        column.as_str()
-                                    ),
-                                }),
-                            }
+                        .map(|row| match value(row, column) {
+                            null if is_null(&null) => Err(StoreError::Corrupt {
+                                table,
+                                detail: format!("NULL in the NOT NULL column {}", column.as_str()),
+                            }),
+                            present => Ok(present),
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     arrays.push((column, sql, Value::Array(kind, Some(Box::new(values)))));
@@ -356,6 +344,7 @@ fn array_type(value: &Value) -> Option<(ArrayType, &'static str)> {
     })
 }
 
+/// A NULL of one of the types [`array_type`] and [`json`] know.
 fn is_null(value: &Value) -> bool {
     matches!(
         value,
@@ -381,12 +370,7 @@ fn json(value: &Value) -> Result<serde_json::Value, StoreError> {
         Value::ChronoDateTimeUtc(Some(at)) => {
             Json::String(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         }
-        Value::String(None)
-        | Value::BigInt(None)
-        | Value::Int(None)
-        | Value::Bool(None)
-        | Value::Bytes(None)
-        | Value::ChronoDateTimeUtc(None) => Json::Null,
+        null if is_null(null) => Json::Null,
         other => {
             return Err(StoreError::Corrupt {
                 table: "-",

@@ -1,16 +1,16 @@
 //! How PostgreSQL plans the statements of a batch.
 //!
 //! Every statement a batch sends has one text whatever the batch (keys as arrays, rows as a few
-//! array and JSON parameters, see `store::pg_rows`), and each looks rows up by key. sqlx prepares each once per connection, so
-//! PostgreSQL can plan each once and reuse the plan (a generic plan) instead of planning every
-//! execution for its values (a custom plan), which cost PostgreSQL about 15 % of its CPU per
-//! delivery under ingest (README, Performance). Left to itself (`plan_cache_mode = auto`) it
-//! makes the generic plan after five executions, on a young database while the tables are still
-//! nearly empty, where a sequential scan looks cheapest; that plan then stays while the tables
-//! grow, until autovacuum next analyzes them, and made ingest about 30 % slower
-//! (bench/results/compare/2026-12-01-any/). So a batch's transaction asks for generic plans from
-//! the first execution and prices sequential scans out: each is planned once, by index, whatever
-//! the tables hold. Statements outside batches (queries, the read model's fills) keep the
+//! array and JSON parameters, see `store::pg_rows`), and each looks rows up by key. sqlx prepares
+//! each once per connection, so PostgreSQL can plan each once and reuse the plan (a generic plan)
+//! instead of planning every execution for its values (a custom plan), which cost PostgreSQL about
+//! 15 % of its CPU per delivery under ingest (README, Performance). Left to itself
+//! (`plan_cache_mode = auto`) it makes the generic plan after five executions, on a young database
+//! while the tables are still nearly empty, where a sequential scan looks cheapest; that plan then
+//! stays while the tables grow, until autovacuum next analyzes them, and made ingest about 30 %
+//! slower (bench/results/compare/2026-12-01-any/). So a batch's transaction asks for generic plans
+//! from the first execution and prices sequential scans out: each is planned once, by index,
+//! whatever the tables hold. Statements outside batches (queries, the read model's fills) keep the
 //! connection's `force_custom_plan` (see `store::connect`); `SET LOCAL` ends with the transaction.
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
