@@ -83,6 +83,7 @@ on_exit() {
         for c in $(podman ps -a --filter "name=^$run" --format '{{.Names}}'); do
             echo "--- $c, last 30 lines of its log"
             podman logs --tail 30 "$c" 2>&1
+            podman inspect -f '--- its state: {{.State.Status}}, exit code {{.State.ExitCode}}, restarts {{.RestartCount}}, started {{.State.StartedAt}}, finished {{.State.FinishedAt}} {{.State.Error}}' "$c" 2>&1
         done
         remove_everything
     fi

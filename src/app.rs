@@ -41,21 +41,23 @@ pub struct App {
 }
 
 impl App {
-    /// Checks the settings, connects to the database, runs migrations, starts the core, binds
+    /// Checks the settings, connects to the database (retrying a PostgreSQL server not reachable
+    /// yet for up to `database_startup_wait_secs`), runs migrations, starts the core, binds
     /// both listeners and assembles both servers. Every configuration error is reported before
     /// anything is opened.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let config = settings.config()?;
         // Install the metrics recorder before anything records.
         crate::metrics::handle();
-        let store = store::connect(&StoreOptions {
+        let options = StoreOptions {
             url: config.database.url.clone(),
             max_connections: config.database.max_connections,
             connect_timeout: config.database.timeout,
             sqlite_cache_kib: config.database.sqlite_cache_kib,
-        })
-        .await
-        .with_context(|| format!("opening database {}", redact_url(&config.database.url)))?;
+        };
+        let store = store::connect_waiting(&options, config.database.startup_wait)
+            .await
+            .with_context(|| format!("opening database {}", redact_url(&config.database.url)))?;
         let http_listener = TcpListener::bind(config.http.addr)
             .await
             .with_context(|| format!("binding HTTP address {}", config.http.addr))?;

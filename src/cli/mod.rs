@@ -102,6 +102,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_timeout_secs: Option<u64>,
+    /// Seconds the start retries a PostgreSQL server not reachable yet [env: READINESS_DATABASE_STARTUP_WAIT_SECS] [default: 60]
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_startup_wait_secs: Option<u64>,
     /// KiB of pages each SQLite connection caches [env: READINESS_DATABASE_SQLITE_CACHE_KIB] [default: 512]
     #[arg(long, value_name = "KIB")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -19,9 +19,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone())?;
-        let result = match App::build(settings).await {
-            Ok(app) => app.run(shutdown).await,
-            Err(error) => Err(error),
+        // A signal during the start (which may be waiting for the database) stops it at once.
+        let result = tokio::select! {
+            built = App::build(settings) => match built {
+                Ok(app) => app.run(shutdown).await,
+                Err(error) => Err(error),
+            },
+            () = shutdown.cancelled() => {
+                tracing::info!("stopped before the service was up");
+                Ok(())
+            }
         };
         // Flush spans before exiting, whatever the outcome.
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;

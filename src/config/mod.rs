@@ -51,6 +51,11 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// Seconds to wait for a database connection before answering 503 / UNAVAILABLE. Default 5.
     pub database_timeout_secs: u64,
+    /// Seconds `serve` keeps retrying, at start, a PostgreSQL server it cannot reach yet
+    /// (refused, unreachable, starting up or shutting down); 0 gives up on the first failure.
+    /// Errors a retry cannot mend (credentials, a missing database, SQLite) end the start at
+    /// once. Default 60.
+    pub database_startup_wait_secs: u64,
     /// SQLite: KiB of database pages each pooled connection may cache in memory (its
     /// `cache_size`). Default 512. PostgreSQL ignores it.
     pub database_sqlite_cache_kib: u32,
@@ -200,6 +205,7 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             database_max_connections: 10,
             database_timeout_secs: 5,
+            database_startup_wait_secs: 60,
             database_sqlite_cache_kib: crate::store::DEFAULT_SQLITE_CACHE_KIB,
             shutdown_grace_secs: 10,
             stream_heartbeat_ms: 15_000,

@@ -36,6 +36,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long to wait for a connection (or a SQLite lock) before answering 503 / UNAVAILABLE.
     pub timeout: Duration,
+    /// How long the start keeps retrying a PostgreSQL server it cannot reach yet.
+    pub startup_wait: Duration,
     /// SQLite: each connection's page cache, in KiB.
     pub sqlite_cache_kib: u32,
 }
@@ -46,6 +48,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
             .field("timeout", &self.timeout)
+            .field("startup_wait", &self.startup_wait)
             .field("sqlite_cache_kib", &self.sqlite_cache_kib)
             .finish()
     }
@@ -245,6 +248,7 @@ impl Settings {
                 url: self.database_url.clone(),
                 max_connections: self.database_max_connections,
                 timeout: secs(self.database_timeout_secs),
+                startup_wait: secs(self.database_startup_wait_secs),
                 sqlite_cache_kib: self.database_sqlite_cache_kib,
             },
             http: HttpConfig {

@@ -54,6 +54,31 @@ pub(super) fn is_storage_error(error: &DbErr) -> bool {
     code.is_some_and(|code| POSTGRES_STORAGE_ERRORS.contains(&code.as_ref()))
 }
 
+/// PostgreSQL SQLSTATEs of a server that exists but takes no connections right now:
+/// `cannot_connect_now` (starting up, shutting down, in recovery), `admin_shutdown`,
+/// `crash_shutdown`, `too_many_connections`.
+const POSTGRES_NOT_NOW: [&str; 4] = ["57P03", "57P01", "57P02", "53300"];
+
+/// True when `error` says the database server could not be reached or takes no connections
+/// yet, which waiting can mend: the connection was refused, reset or timed out, or the server
+/// is starting up or shutting down. False for what waiting cannot mend: wrong credentials, a
+/// missing database, a bad URL, a failing statement.
+pub(super) fn is_unreachable(error: &DbErr) -> bool {
+    let (DbErr::Conn(RuntimeErr::SqlxError(error))
+    | DbErr::Exec(RuntimeErr::SqlxError(error))
+    | DbErr::Query(RuntimeErr::SqlxError(error))) = error
+    else {
+        return matches!(error, DbErr::ConnectionAcquire(_));
+    };
+    match error.as_ref() {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(error) => error
+            .code()
+            .is_some_and(|code| POSTGRES_NOT_NOW.contains(&code.as_ref())),
+        _ => false,
+    }
+}
+
 /// The smallest real write: one row's counter goes up by one (the row is created by the first
 /// probe), committed on its own.
 pub(super) async fn probe_write(db: &impl ConnectionTrait) -> Result<(), DbErr> {

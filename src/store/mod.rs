@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::sqlx::{self, Connection};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr};
 use sea_orm_migration::MigratorTrait;
 
 pub use batch::{Batch, Inboxed, Loaded, NewDelivery, Wanted, reports_named};
@@ -150,6 +151,62 @@ pub async fn connect(options: &StoreOptions) -> Result<Store, DbErr> {
     let db = Database::connect(connect).await?;
     Migrator::up(&db, None).await?;
     Ok(Store::new(db))
+}
+
+/// Like [`connect`], but a PostgreSQL server that cannot be reached yet, or is starting up or
+/// shutting down, is tried again until `wait` has passed (pauses from 250 ms, doubling up to
+/// 2 s), each failure logged. This is what a replica started beside its database needs: the
+/// database's container or pod is often still starting. Any other error (credentials, a missing
+/// database, SQLite, a failing migration) is returned at once, as is the last one when `wait`
+/// runs out.
+pub async fn connect_waiting(options: &StoreOptions, wait: Duration) -> Result<Store, DbErr> {
+    let postgres = options.url.starts_with("postgres");
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let attempt = async {
+            if postgres {
+                probe_postgres(options).await?;
+            }
+            connect(options).await
+        };
+        let error = match attempt.await {
+            Ok(store) => return Ok(store),
+            Err(error) => error,
+        };
+        let waited = started.elapsed();
+        if !postgres || !checks::is_unreachable(&error) || waited + pause > wait {
+            return Err(error);
+        }
+        tracing::warn!(
+            %error,
+            waited_ms = waited.as_millis() as u64,
+            wait_secs = wait.as_secs(),
+            "the database cannot be reached yet; trying again"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// One connection to PostgreSQL outside any pool, closed at once, to learn why the server cannot
+/// be reached: a pool retries a refused connection by itself until its timeout and then only
+/// says that it timed out.
+async fn probe_postgres(options: &StoreOptions) -> Result<(), DbErr> {
+    let failed = |error| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(error)));
+    let connect_options = PgConnectOptions::from_str(&options.url).map_err(failed)?;
+    let connecting = sqlx::PgConnection::connect_with(&connect_options);
+    match tokio::time::timeout(options.connect_timeout, connecting).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(failed(error)),
+        Err(_) => Err(failed(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no connection within {:?}", options.connect_timeout),
+        )))),
+    }
 }
 
 /// The TCP port of a PostgreSQL URL; none for SQLite or a Unix socket.

@@ -1,5 +1,6 @@
 //! The binary's commands as a user runs them: configuration precedence, `sign`, `hash-token`, a
-//! refusal to serve without a secret, and a clean, prompt exit on SIGTERM.
+//! refusal to serve without a secret, and a clean, prompt exit on SIGTERM, also while the start
+//! still waits for its database.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -166,6 +167,52 @@ fn serve_exits_cleanly_and_promptly_on_sigterm() {
     // Nothing was in flight: shutdown does not wait for the 10 s grace period.
     assert!(took < Duration::from_secs(3), "took {took:?}: {logs}");
     assert!(logs.contains("\"stopped\""), "{logs}");
+}
+
+#[test]
+fn serve_stops_at_once_on_sigterm_while_it_waits_for_its_database() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let mut server = ChildProcess::spawn(
+        process::serve_command(0, 0)
+            .env("READINESS_ARGYLE_SECRETS", "s")
+            .env(
+                "READINESS_DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            )
+            .env("READINESS_DATABASE_STARTUP_WAIT_SECS", "60")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let waiting = Instant::now();
+    while !logs().contains("the database cannot be reached yet") {
+        assert!(
+            waiting.elapsed() < PATIENCE,
+            "never said it waits: {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let started = Instant::now();
+    server.terminate();
+    let status = server.wait_for_exit(PATIENCE);
+    let took = started.elapsed();
+
+    assert!(status.success(), "exit status {status}: {}", logs());
+    assert!(took < Duration::from_secs(3), "took {took:?}: {}", logs());
+    assert!(
+        logs().contains("stopped before the service was up"),
+        "{}",
+        logs()
+    );
 }
 
 #[test]

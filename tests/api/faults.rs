@@ -1,7 +1,9 @@
 //! Faults: the database goes away while webhooks arrive, or is locked by someone else. The
 //! service answers 503 (never hangs, never a 2xx it cannot keep), reports not ready, recovers by
-//! itself, and loses nothing it acknowledged. PostgreSQL faults use a private server started by
-//! the test (`initdb` + `pg_ctl` on a temporary directory and port), never the shared one.
+//! itself, and loses nothing it acknowledged. At start, a PostgreSQL server not up yet is waited
+//! for (`database_startup_wait_secs`), and what waiting cannot mend ends the start at once.
+//! PostgreSQL faults use a private server started by the test (`initdb` + `pg_ctl` on a temporary
+//! directory and port), never the shared one.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,8 +21,12 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use readiness::app::App;
+use readiness::config::Settings;
+use readiness::domain::signature::Secret;
+
 use crate::helpers::process::ChildProcess;
-use crate::helpers::{TestApp, body, new_id, sha};
+use crate::helpers::{SECRET, TestApp, body, new_id, sha};
 
 /// Long enough for anything that should happen; only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -397,4 +403,109 @@ async fn a_sqlite_file_locked_by_another_process_gives_503_not_a_hang_and_stores
     let answer = app.deliver_ok(&delivery).await;
     assert_eq!(answer["status"], "applied", "{answer}");
     app.stop().await;
+}
+
+/// `serve`'s settings on free ports with `database_url`, as an operator would set them.
+fn settings_on(database_url: String, startup_wait_secs: u64) -> Settings {
+    Settings {
+        database_url,
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        argyle_secrets: vec![Secret::new(SECRET)],
+        database_timeout_secs: 2,
+        database_startup_wait_secs: startup_wait_secs,
+        ..Settings::default()
+    }
+}
+
+/// A PostgreSQL URL on a loopback port nothing listens on.
+fn postgres_nobody_listens_on() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_started_before_its_postgres_waits_for_it_then_serves() {
+    let postgres = PrivatePostgres::start();
+    postgres.stop();
+
+    let starting = tokio::spawn(TestApp::spawn_on(postgres.url(), |settings| {
+        settings.database_startup_wait_secs = 60;
+    }));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !starting.is_finished(),
+        "the start waits while nothing listens on the database's port"
+    );
+
+    let postgres = tokio::task::spawn_blocking(move || {
+        postgres.pg_ctl_start();
+        postgres
+    })
+    .await
+    .unwrap();
+    let app = tokio::time::timeout(PATIENCE, starting)
+        .await
+        .expect("the service is up soon after its database")
+        .expect("the service started");
+    let answer = app.deliver_ok(&body::connected(&new_id(), &new_id())).await;
+    assert_eq!(answer["status"], "applied", "{answer}");
+    app.stop().await;
+    drop(postgres);
+}
+
+#[tokio::test]
+async fn a_start_gives_up_when_postgres_is_not_up_within_the_startup_wait() {
+    let started = Instant::now();
+    let Err(error) = App::build(settings_on(postgres_nobody_listens_on(), 2)).await else {
+        panic!("the service started without a database");
+    };
+    let took = started.elapsed();
+
+    let error = format!("{error:#}");
+    assert!(error.contains("opening database"), "{error}");
+    assert!(error.contains("refused"), "the last error is told: {error}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "it retried for most of the 2 s before giving up (took {took:?})"
+    );
+    assert!(took < PATIENCE, "took {took:?}");
+}
+
+#[tokio::test]
+async fn what_waiting_cannot_mend_ends_the_start_at_once() {
+    let postgres = PrivatePostgres::start();
+    let directory = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "a PostgreSQL database that does not exist",
+            postgres.url().replace("/postgres", "/no_such_database"),
+            "no_such_database",
+        ),
+        (
+            "a SQLite file in a directory that does not exist",
+            format!(
+                "sqlite://{}?mode=rwc",
+                directory.path().join("missing/readiness.db").display()
+            ),
+            "unable to open database file",
+        ),
+    ];
+    for (case, url, told) in cases {
+        let started = Instant::now();
+        let Err(error) = App::build(settings_on(url, 60)).await else {
+            panic!("{case}: the service started");
+        };
+        let error = format!("{error:#}");
+        assert!(error.contains(told), "{case}: {error}");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{case}: gave up after {:?}, not at once",
+            started.elapsed()
+        );
+    }
 }
