@@ -92,13 +92,25 @@ on_exit() {
 }
 trap on_exit EXIT
 
-free_ports() { # N -> N ports free on 127.0.0.1 now
+free_ports() { # N -> N ports, free now on every address, below the ephemeral range
+    # Ports that bind(port 0) hands out lie in the kernel's ephemeral range, where any outgoing
+    # connection made before the container binds them may take them (the compose step's replica
+    # `a` once never started, with an empty log; cause not caught). Ports below that range are
+    # never given to outgoing connections: chosen at random there, each is checked free on
+    # 0.0.0.0 (as podman publishes them) and held until all N are found, so they are distinct.
     python3 - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
+import random, socket, sys
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+held = []
+while len(held) < int(sys.argv[1]):
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", random.randrange(1024, low)))
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in held))
 EOF
 }
 
@@ -306,16 +318,20 @@ export HTTP_PORT_A GRPC_PORT_A HTTP_PORT_B GRPC_PORT_B
 export READINESS_IMAGE="$image" POSTGRES_IMAGE="$pg_image"
 export POSTGRES_PASSWORD="pg-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')"
 export READINESS_ARGYLE_SECRETS="$secret"
-# podman-compose 1.0.3 ignores `condition: service_healthy`: start PostgreSQL, wait for its
-# health check, then the replicas.
-compose up -d --no-build postgres > "$work/compose-up.log" 2>&1 || { cat "$work/compose-up.log"; fail "compose up postgres"; }
+# podman-compose 1.0.3 ignores `condition: service_healthy` and starts everything at once, as
+# the README says: the replicas come up while PostgreSQL still initialises its volume, and wait
+# for it by themselves (database_startup_wait_secs).
+compose up -d --no-build > "$work/compose-up.log" 2>&1 || { cat "$work/compose-up.log"; fail "compose up"; }
 wait_healthy "${compose_project}_postgres_1"
-compose up -d --no-build >> "$work/compose-up.log" 2>&1 || { cat "$work/compose-up.log"; fail "compose up"; }
 replica_a="${compose_project}_readiness-a_1"
 replica_b="${compose_project}_readiness-b_1"
 wait_healthy "$replica_a"
 wait_healthy "$replica_b"
 podman ps --filter "name=^$compose_project" --format '   {{.Names}}  {{.Status}}  {{.Ports}}'
+for replica in "$replica_a" "$replica_b"; do
+    echo "   $replica tried the database again $(podman logs "$replica" 2>&1 \
+        | grep -c 'the database cannot be reached yet') times before it was up"
+done
 
 # A stream on replica B, opened at "now"; once it has caught up, a webhook to replica A.
 "$grpcurl" -plaintext -max-time 60 -d '{"start": "START_POSITION_NOW"}' \
