@@ -50,7 +50,7 @@ pub const OLDEST_PENDING_JOB_SECONDS: &str = "readiness_report_job_oldest_pendin
 pub const READ_CACHE_LOOKUPS: &str = "readiness_read_cache_lookups_total";
 
 /// HTTP requests not served, by `reason`: `in_flight_limit` and `source_limit` (shed with 503
-/// before any work), `timeout` (answered 408 or 503 after `http_request_timeout_ms`).
+/// before any work), `timeout` (answered 408 or 503 after `http_request_timeout_secs`).
 pub const HTTP_SHED: &str = "readiness_http_requests_shed_total";
 /// 1 while this replica would answer `/readyz` with 200, else 0 (refreshed every 5 s).
 pub const READY: &str = "readiness_ready";
@@ -240,7 +240,7 @@ pub const DESCRIPTIONS: &[Description] = &[
         Kind::Counter,
         None,
         &["reason"],
-        "HTTP requests not served, by reason: in_flight_limit and source_limit (shed with 503 and Retry-After before any work), timeout (no answer within http_request_timeout_ms).",
+        "HTTP requests not served, by reason: in_flight_limit and source_limit (shed with 503 and Retry-After before any work), timeout (no answer within http_request_timeout_secs).",
     ),
     describe(
         READY,

@@ -34,6 +34,8 @@ fn desired(prefix: &str, url: &str, secret: &str) -> Vec<Value> {
     ]
 }
 
+/// True when `existing` already is `wanted`: the same URL, events, `include_resource` and
+/// secret. A subscription listed without a secret differs from ours, which always has one.
 fn matches(existing: &Subscription, wanted: &Value) -> bool {
     let events: BTreeSet<&str> = existing.events.iter().map(String::as_str).collect();
     let wanted_events: BTreeSet<&str> = wanted["events"]
@@ -51,6 +53,7 @@ fn matches(existing: &Subscription, wanted: &Value) -> bool {
     existing.url == wanted["url"]
         && events == wanted_events
         && include(&existing.config) == include(&wanted["config"])
+        && existing.secret.as_deref() == wanted["secret"].as_str()
 }
 
 fn redacted(body: &Value) -> Value {

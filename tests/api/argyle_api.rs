@@ -25,9 +25,20 @@ async fn start_fake() -> (FakeArgyle, String) {
 }
 
 async fn argyle(base: &str, secret: &str, args: &[&str]) -> (bool, String, String) {
-    let (base, secret, args) = (
+    argyle_signing_with(base, secret, "signing-secret,older-secret", args).await
+}
+
+/// `readiness argyle ARGS` with `READINESS_ARGYLE_SECRETS=signing` (the first one signs).
+async fn argyle_signing_with(
+    base: &str,
+    secret: &str,
+    signing: &str,
+    args: &[&str],
+) -> (bool, String, String) {
+    let (base, secret, signing, args) = (
         base.to_owned(),
         secret.to_owned(),
+        signing.to_owned(),
         args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
     );
     tokio::task::spawn_blocking(move || {
@@ -36,7 +47,7 @@ async fn argyle(base: &str, secret: &str, args: &[&str]) -> (bool, String, Strin
             .args(&args)
             .env("READINESS_ARGYLE_API_KEY_ID", KEY_ID)
             .env("READINESS_ARGYLE_API_KEY_SECRET", secret)
-            .env("READINESS_ARGYLE_SECRETS", "signing-secret,older-secret")
+            .env("READINESS_ARGYLE_SECRETS", signing)
             .output()
             .unwrap();
         (
@@ -144,6 +155,74 @@ async fn subscribe_creates_the_needed_subscriptions_once_and_list_and_delete_man
     let (ok, _, err) = argyle(&base, KEY_SECRET, &["webhooks", "delete", "other"]).await;
     assert!(ok, "{err}");
     assert_eq!(fake.subscriptions().len(), 2);
+}
+
+#[tokio::test]
+async fn subscribe_replaces_subscriptions_with_another_secret_or_events_which_completes_a_rotation()
+{
+    let (fake, base) = start_fake().await;
+    let url = "https://readiness.example.com/webhooks/argyle";
+    let subscribe = |signing: &'static str| {
+        let base = base.clone();
+        async move {
+            let (ok, out, err) =
+                argyle_signing_with(&base, KEY_SECRET, signing, &["subscribe", "--url", url]).await;
+            assert!(ok, "{err}");
+            out
+        }
+    };
+    let changes = |out: &str| {
+        (
+            out.matches("\"deleted\"").count(),
+            out.matches("\"created\"").count(),
+            out.matches("\"unchanged\"").count(),
+        )
+    };
+    let secrets = |fake: &FakeArgyle| {
+        let mut secrets: Vec<Value> = fake
+            .subscriptions()
+            .iter()
+            .map(|s| s["secret"].clone())
+            .collect();
+        secrets.sort_by_key(|s| s.to_string());
+        secrets
+    };
+
+    assert_eq!(changes(&subscribe("old-secret").await), (0, 2, 0));
+
+    // The README's rotation, step 2: the new secret first, the old one still accepted.
+    let out = subscribe("new-secret,old-secret").await;
+    assert_eq!(changes(&out), (2, 2, 0), "{out}");
+    assert_eq!(secrets(&fake), [json!("new-secret"), json!("new-secret")]);
+    let out = subscribe("new-secret,old-secret").await;
+    assert_eq!(changes(&out), (0, 0, 2), "done once: {out}");
+
+    // A subscription of ours whose events were changed by hand is put back.
+    let reports = fake
+        .subscriptions()
+        .into_iter()
+        .find(|s| s["name"] == "readiness-reports")
+        .unwrap();
+    let (ok, _, err) = argyle(
+        &base,
+        KEY_SECRET,
+        &["webhooks", "delete", reports["id"].as_str().unwrap()],
+    )
+    .await;
+    assert!(ok, "{err}");
+    fake.add_subscription(json!({"id": "edited", "name": "readiness-reports",
+        "events": ["reports.ready"], "config": {}, "url": url, "secret": "new-secret"}));
+    let out = subscribe("new-secret").await;
+    assert_eq!(changes(&out), (1, 1, 1), "{out}");
+    let reports = fake
+        .subscriptions()
+        .into_iter()
+        .find(|s| s["name"] == "readiness-reports")
+        .unwrap();
+    assert_eq!(
+        reports["events"],
+        json!(["reports.ready", "reports.generated", "users.fully_synced"])
+    );
 }
 
 #[tokio::test]

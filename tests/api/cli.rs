@@ -38,6 +38,8 @@ fn flags_override_the_environment_which_overrides_the_toml_file() {
             "READINESS_DATABASE_URL",
             "postgres://app:pa55word@db/readiness",
         )
+        .env("READINESS_ARGYLE_API_KEY_ID", "argyle-key-id")
+        .env("READINESS_ARGYLE_API_KEY_SECRET", "argyle-key-secret")
         .output()
         .unwrap();
     assert!(
@@ -59,7 +61,17 @@ fn flags_override_the_environment_which_overrides_the_toml_file() {
     assert_eq!(settings["max_body_bytes"], 3333, "file beats default");
     assert_eq!(settings["database_max_connections"], 10, "default");
     assert_eq!(settings["argyle_secrets"].as_array().unwrap().len(), 2);
-    for secret in ["first-secret", "second-secret", "from-file", "pa55word"] {
+    assert_eq!(settings["argyle_api_key_id"], "<redacted>");
+    assert_eq!(settings["argyle_api_key_secret"], "<redacted>");
+    let secrets = [
+        "first-secret",
+        "second-secret",
+        "from-file",
+        "pa55word",
+        "argyle-key-id",
+        "argyle-key-secret",
+    ];
+    for secret in secrets {
         assert!(!stdout.contains(secret), "{secret} leaked: {stdout}");
     }
 }

@@ -428,6 +428,44 @@ fn postgres_nobody_listens_on() -> String {
     format!("postgres://postgres@127.0.0.1:{port}/postgres")
 }
 
+/// Answers every connection to `port`, for `how_long`, as a PostgreSQL server that is still
+/// starting up: encryption declined (`N`), then, after the startup message, a FATAL error with
+/// SQLSTATE `57P03`. Returns how many connections it answered.
+async fn starting_up_on(port: u16, how_long: Duration) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SSL_REQUEST: u32 = 80_877_103;
+    const GSSENC_REQUEST: u32 = 80_877_104;
+    async fn answer(mut socket: tokio::net::TcpStream) -> std::io::Result<()> {
+        loop {
+            let length = socket.read_u32().await? as usize;
+            let mut message = vec![0; length.saturating_sub(4)];
+            socket.read_exact(&mut message).await?;
+            let code = message
+                .get(..4)
+                .map(|c| u32::from_be_bytes(c.try_into().unwrap()));
+            if matches!(code, Some(SSL_REQUEST | GSSENC_REQUEST)) {
+                socket.write_all(b"N").await?;
+                continue;
+            }
+            let fields: &[u8] = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0";
+            let mut error = vec![b'E'];
+            error.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+            error.extend_from_slice(fields);
+            return socket.write_all(&error).await;
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let until = tokio::time::Instant::now() + how_long;
+    let mut answered = 0;
+    while let Ok(Ok((socket, _))) = tokio::time::timeout_at(until, listener.accept()).await {
+        answered += 1;
+        tokio::spawn(answer(socket));
+    }
+    answered
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_started_before_its_postgres_waits_for_it_then_serves() {
     let postgres = PrivatePostgres::start();
@@ -436,10 +474,16 @@ async fn a_service_started_before_its_postgres_waits_for_it_then_serves() {
     let starting = tokio::spawn(TestApp::spawn_on(postgres.url(), |settings| {
         settings.database_startup_wait_secs = 60;
     }));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         !starting.is_finished(),
         "the start waits while nothing listens on the database's port"
+    );
+    let answered = starting_up_on(postgres.port, Duration::from_secs(2)).await;
+    assert!(answered > 0, "the service tried the port again");
+    assert!(
+        !starting.is_finished(),
+        "the start waits while the server says it is starting up"
     );
 
     let postgres = tokio::task::spawn_blocking(move || {
@@ -483,8 +527,19 @@ async fn what_waiting_cannot_mend_ends_the_start_at_once() {
     let cases = [
         (
             "a PostgreSQL database that does not exist",
-            postgres.url().replace("/postgres", "/no_such_database"),
-            "no_such_database",
+            format!(
+                "postgres://postgres@127.0.0.1:{}/no_such_database",
+                postgres.port
+            ),
+            "database \"no_such_database\" does not exist",
+        ),
+        (
+            "a PostgreSQL role that does not exist",
+            format!(
+                "postgres://no_such_role@127.0.0.1:{}/postgres",
+                postgres.port
+            ),
+            "role \"no_such_role\" does not exist",
         ),
         (
             "a SQLite file in a directory that does not exist",

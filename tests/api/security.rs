@@ -7,6 +7,7 @@ use std::time::Duration;
 use readiness::grpc::hash_token;
 use readiness::grpc::pb;
 use readiness::grpc::pb::readiness_service_client::ReadinessServiceClient;
+use readiness::grpc::pb::report_service_client::ReportServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -91,6 +92,72 @@ async fn reflected_services(channel: Channel, token: Option<&str>) -> Result<Vec
         }
         (v1, v1alpha) => panic!("the versions disagree: {v1:?} vs {v1alpha:?}"),
     }
+}
+
+/// The status code of each `ReportService` call with `token`: the two methods that may need a
+/// token of their own (`RequestReport`, `GetReportDocument`, whose first message is awaited)
+/// and one that takes the general tokens (`GetReport`), each about a report that does not exist.
+async fn report_calls_with(client: &mut ReportServiceClient<Channel>, token: &str) -> [Code; 3] {
+    fn code<T>(result: Result<T, tonic::Status>) -> Code {
+        result.err().map_or(Code::Ok, |status| status.code())
+    }
+    let request = pb::RequestReportRequest {
+        user: Some(pb::request_report_request::User::UserId(new_id())),
+        r#type: pb::ReportType::Voie.into(),
+        ..Default::default()
+    };
+    let document = pb::GetReportDocumentRequest {
+        report: Some(pb::get_report_document_request::Report::Id(new_id())),
+        format: pb::DocumentFormat::Pdf.into(),
+    };
+    let report = pb::GetReportRequest {
+        report: Some(pb::get_report_request::Report::Id(new_id())),
+        ..Default::default()
+    };
+    let document = match client
+        .get_report_document(with_token(document, token))
+        .await
+    {
+        Ok(stream) => code(stream.into_inner().message().await),
+        Err(status) => status.code(),
+    };
+    [
+        code(client.request_report(with_token(request, token)).await),
+        document,
+        code(client.get_report(with_token(report, token)).await),
+    ]
+}
+
+#[tokio::test]
+async fn request_report_and_get_report_document_take_only_their_own_tokens_once_some_are_set() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.grpc_token_sha256 = vec![hash_token("general-token")];
+        settings.grpc_report_request_token_sha256 = vec![hash_token("report-token")];
+    })
+    .await;
+    let mut client = ReportServiceClient::new(app.channel().await);
+
+    let [request, document, report] = report_calls_with(&mut client, "general-token").await;
+    assert_eq!(
+        (request, document),
+        (Code::Unauthenticated, Code::Unauthenticated),
+        "the general token does not reach the report methods"
+    );
+    assert_eq!(report, Code::NotFound, "the general token reads reports");
+
+    // Past authentication both find the report pipeline off (no Argyle API key here).
+    let [request, document, report] = report_calls_with(&mut client, "report-token").await;
+    assert_eq!(
+        (request, document),
+        (Code::FailedPrecondition, Code::FailedPrecondition),
+        "the report token reaches the report methods"
+    );
+    assert_eq!(
+        report,
+        Code::Unauthenticated,
+        "the report token is for those two methods only"
+    );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -453,11 +520,13 @@ fn secrets_tokens_passwords_and_webhook_bodies_never_appear_in_logs() {
     let wrong_token = marker("wrongtoken");
     let in_body = marker("bodymarker");
 
-    // Start with a bad database password in the URL: start-up fails and reports it, redacted.
+    // Start with a bad database password in the URL: start-up retries for a second (logging
+    // each failure), fails and reports it, redacted.
     let refused_password = marker("dbpassword");
     let failed = crate::helpers::process::run(
         serve_command(0, 0)
             .args(["--database-timeout-secs", "1"])
+            .args(["--database-startup-wait-secs", "1"])
             .env("READINESS_ARGYLE_SECRETS", &webhook_secret)
             .env(
                 "READINESS_DATABASE_URL",
@@ -471,6 +540,10 @@ fn secrets_tokens_passwords_and_webhook_bodies_never_appear_in_logs() {
     assert!(
         text.contains("opening database postgres://app:***@127.0.0.1:1/db"),
         "{text}"
+    );
+    assert!(
+        text.contains("the database cannot be reached yet"),
+        "the retries are logged too: {text}"
     );
     for secret in [&refused_password, &webhook_secret] {
         assert!(!text.contains(secret.as_str()), "{secret} leaked: {text}");
