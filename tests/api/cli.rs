@@ -228,7 +228,7 @@ fn serve_stops_at_once_on_sigterm_while_it_waits_for_its_database() {
 }
 
 #[test]
-fn the_readme_configuration_table_lists_every_setting_with_its_flag_and_variable() {
+fn the_readme_configuration_table_lists_every_setting_with_its_flag_variable_and_default() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let section = readme
@@ -283,4 +283,41 @@ fn the_readme_configuration_table_lists_every_setting_with_its_flag_and_variable
             "{variable} missing from serve --help"
         );
     }
+
+    // The defaults the README and `serve --help` state, where they state one value, are the
+    // code's (`readiness config` with nothing set but the required secret). An empty list or an
+    // unset value is described in words instead ("any", "a quarter of ...").
+    let shown = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let help_blocks: Vec<&str> = help.split("\n      --").collect();
+    let mut wrong = Vec::new();
+    for row in &rows {
+        let (key, flag, default) = (&row[1], &row[2], &row[4]);
+        let code = shown(&settings[key.as_str()]);
+        if code == "[]" || code == "null" {
+            continue;
+        }
+        let one_value = !default.contains(' ') && !default.starts_with("none");
+        if one_value && default != &code {
+            wrong.push(format!("README {key}: {default} (code: {code})"));
+        }
+        let flag = flag.trim_start_matches("--");
+        let block = help_blocks
+            .iter()
+            .find(|block| block.starts_with(&format!("{flag} ")))
+            .unwrap_or_else(|| panic!("--{flag} in serve --help"));
+        if let Some(stated) = block.split("[default: ").nth(1) {
+            let stated = stated.split(']').next().unwrap();
+            if stated != code {
+                wrong.push(format!("--help --{flag}: {stated} (code: {code})"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "defaults that differ:\n{}",
+        wrong.join("\n")
+    );
 }

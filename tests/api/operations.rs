@@ -119,6 +119,70 @@ async fn metrics_expose_the_named_series_after_real_traffic() {
 }
 
 #[tokio::test]
+async fn a_fresh_process_exports_its_unlabelled_counters_at_zero_and_the_process_metrics() {
+    use readiness::metrics::{DESCRIPTIONS, Kind};
+    use std::process::Stdio;
+
+    use crate::helpers::process::{ServeProcess, serve_command};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(
+        serve_command(0, 0)
+            .env("READINESS_ARGYLE_SECRETS", "s")
+            .env(
+                "READINESS_DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display()),
+            )
+            .stdin(Stdio::null()),
+    );
+    let text = reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = samples(&text);
+
+    for metric in DESCRIPTIONS.iter().filter(|m| m.labels.is_empty()) {
+        match metric.kind {
+            Kind::Counter => assert_eq!(
+                samples.get(metric.name),
+                Some(&0.0),
+                "{} before any traffic, in:\n{text}",
+                metric.name
+            ),
+            Kind::Gauge => assert!(
+                samples.contains_key(metric.name),
+                "{} missing before any traffic, in:\n{text}",
+                metric.name
+            ),
+            Kind::Histogram => {}
+        }
+    }
+    for name in [
+        "process_cpu_seconds_total",
+        "process_virtual_memory_bytes",
+        "process_virtual_memory_max_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(samples.contains_key(name), "{name} missing in:\n{text}");
+    }
+    assert!(samples["process_resident_memory_bytes"] > 1_000_000.0);
+    assert!(samples["process_threads"] >= 2.0);
+    // The child inherits this process's descriptor limit.
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let soft = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .unwrap();
+    let expected = soft.parse::<f64>().unwrap_or(0.0); // "unlimited" is exported as 0
+    assert_eq!(samples["process_max_fds"], expected, "{limits}");
+    drop(server);
+}
+
+#[tokio::test]
 async fn the_healthcheck_command_passes_against_a_ready_service_and_fails_otherwise() {
     let app = TestApp::spawn().await;
     let check = |addr: String| {

@@ -94,6 +94,28 @@ async fn reflected_services(channel: Channel, token: Option<&str>) -> Result<Vec
     }
 }
 
+#[tokio::test]
+async fn the_http_port_speaks_http_1_1_only_and_refuses_cleartext_http_2() {
+    let app = TestApp::spawn().await;
+    let http1 = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        (http1.status().as_u16(), http1.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
+
+    let http2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let refused = http2.get(app.url("/healthz")).send().await;
+    assert!(
+        refused.is_err(),
+        "cleartext HTTP/2 was answered: {refused:?}"
+    );
+    app.stop().await;
+}
+
 /// The status code of each `ReportService` call with `token`: the two methods that may need a
 /// token of their own (`RequestReport`, `GetReportDocument`, whose first message is awaited)
 /// and one that takes the general tokens (`GetReport`), each about a report that does not exist.
