@@ -161,6 +161,26 @@ async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
 }
 
 #[tokio::test]
+async fn no_transaction_stores_more_deliveries_than_ingest_batch_max() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.ingest_committers = 1;
+        settings.ingest_batch_max = 3;
+        settings.database_timeout_secs = 20;
+    })
+    .await;
+    let queued: Vec<String> = (0..8)
+        .map(|_| body::connected(&new_id(), &new_id()))
+        .collect();
+    for (body, status, _) in queue_behind_a_busy_commit(&app, queued).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(app.deliveries().await.len(), 9);
+    // Two events per delivery: the first alone, then the eight that queued as 3 + 3 + 2.
+    assert_eq!(events_per_commit(&app).await, vec![2, 4, 6, 6]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn every_change_of_a_batch_spanning_many_users_carries_the_batchs_one_moment() {
     let app = spawn_app().await;
     let users: Vec<String> = (0..6).map(|_| new_id()).collect();
