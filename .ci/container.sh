@@ -283,7 +283,7 @@ echo "   HEALTHCHECK passes ($(podman inspect -f '{{json .Config.Healthcheck.Tes
 
 pid="$(podman inspect -f '{{.State.Pid}}' "$run-1")"
 uid="$(awk '/^Uid:/ {print $2}' "/proc/$pid/status")"
-[ "$uid" != 0 ] || fail "the service runs as root"
+[ "$uid" = 10001 ] || fail "the service runs as uid $uid, not 10001 (the Dockerfile's readiness user)"
 echo "   the service process runs as uid $uid ($(podman exec "$run-1" id -un))"
 
 post_webhook "$http_port" "$work/connected.json"

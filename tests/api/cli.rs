@@ -74,6 +74,17 @@ fn flags_override_the_environment_which_overrides_the_toml_file() {
     for secret in secrets {
         assert!(!stdout.contains(secret), "{secret} leaked: {stdout}");
     }
+
+    // READINESS_CONFIG names the file as --config does.
+    let output = command()
+        .args(["config"])
+        .env("READINESS_CONFIG", &file)
+        .output()
+        .unwrap();
+    let settings: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!("{}", String::from_utf8_lossy(&output.stderr));
+    });
+    assert_eq!(settings["max_body_bytes"], 3333, "READINESS_CONFIG's file");
 }
 
 #[test]

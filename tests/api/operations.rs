@@ -322,6 +322,17 @@ async fn inbox_commands_list_show_replay_and_prune_stored_deliveries() {
         2
     );
 
+    assert_eq!(
+        json_lines(&inbox(&app, &["list", "--since", "24h"]).await).len(),
+        3,
+        "all three arrived within a day"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        inbox(&app, &["list", "--since", "10ms"]).await.is_empty(),
+        "none arrived in the last 10 ms"
+    );
+
     let kept = inbox(&app, &["prune", "--older-than", "1h"]).await;
     assert!(kept.contains("\"deleted\":0"), "{kept}");
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -173,6 +173,29 @@ async fn the_read_model_keeps_at_most_read_cache_users_views() {
 }
 
 #[tokio::test]
+async fn read_cache_users_0_turns_the_read_model_off_and_answers_stay_current() {
+    let app = TestApp::spawn_with(|settings| settings.read_cache_users = 0).await;
+    let (user, account) = (new_id(), new_id());
+    app.deliver_ok(&body::connected_at(&user, &account, "2024-01-08T12:00:00Z"))
+        .await;
+    let pending = read(&app, &user, "").await;
+    assert_eq!(pending.user.unwrap().state(), ReadinessState::Pending);
+
+    app.deliver_ok(&body::ready(&user, &[(&account, "2024-01-08T13:00:00Z")]))
+        .await;
+    let end = log_end(&app).await;
+    let ready = read(&app, &user, &end).await;
+    assert_eq!(ready.user.unwrap().state(), ReadinessState::Ready);
+    assert!(
+        !ready.cursor.is_empty(),
+        "an answer still carries its cursor"
+    );
+    let stats = app.core.read_model_stats();
+    assert_eq!((stats.users, stats.reports), (0, 0), "nothing is cached");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_restart_starts_with_an_empty_read_model_and_answers_the_same() {
     let app = TestApp::spawn().await;
     let users: Vec<String> = (0..5).map(|_| new_id()).collect();
