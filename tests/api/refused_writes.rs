@@ -1,6 +1,6 @@
 //! A PostgreSQL that answers but refuses writes (a read-only database, as a standby is): the
-//! service reports not ready while reads still work, and ready again, without a restart, once a
-//! probe write succeeds. (SQLite's equivalent, a full disk, is in `disk_full.rs`.)
+//! service reports not ready while reads and lists still work and an open stream stays open, and
+//! ready again, without a restart, once a probe write succeeds. (SQLite's equivalent, a full disk, is in `disk_full.rs`.)
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +8,8 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Sta
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+use readiness::grpc::pb;
 
 use crate::helpers::{TestApp, body, new_id};
 
@@ -83,6 +85,17 @@ async fn a_read_only_postgres_makes_the_service_not_ready_until_a_write_succeeds
     let mut options = ConnectOptions::new(app.database_url());
     options.max_connections(1).sqlx_logging(false);
     let admin = Database::connect(options).await.unwrap();
+    // A stream opened before writes are refused, to show it outlives the refusal.
+    let mut changes = app
+        .readiness_client()
+        .await
+        .watch_readiness(pb::WatchReadinessRequest {
+            start: pb::StartPosition::Now.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
 
     reconnect_everyone_with(&admin, "SET default_transaction_read_only = on").await;
     within(Duration::from_secs(10), "a delivery is refused", || async {
@@ -97,6 +110,12 @@ async fn a_read_only_postgres_makes_the_service_not_ready_until_a_write_succeeds
     )
     .await;
     let read_while_refused = app.readiness(&user).await;
+    let listed_while_refused = app
+        .readiness_client()
+        .await
+        .list_users(pb::ListUsersRequest::default())
+        .await
+        .map(|answer| answer.into_inner().users.len());
 
     reconnect_everyone_with(&admin, "RESET default_transaction_read_only").await;
     // No delivery meanwhile: the probe write alone must find out (it runs at most every 5 s).
@@ -108,7 +127,19 @@ async fn a_read_only_postgres_makes_the_service_not_ready_until_a_write_succeeds
         health(&app).await == ServingStatus::Serving
     })
     .await;
-    let (status, answer) = app.deliver(&body::connected(&new_id(), &new_id())).await;
+    let after = new_id();
+    let (status, answer) = app.deliver(&body::connected(&after, &new_id())).await;
+    // The stream, open all along, carries the change the delivery made.
+    let streamed = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), changes.message())
+            .await
+            .expect("a change in time")
+            .expect("the stream is still open")
+            .expect("the stream has not ended");
+        if let Some(pb::watch_readiness_response::Message::Change(change)) = message.message {
+            break change.user_id;
+        }
+    };
     admin.close().await.ok();
 
     assert_eq!(
@@ -121,7 +152,15 @@ async fn a_read_only_postgres_makes_the_service_not_ready_until_a_write_succeeds
         1,
         "reads are still answered"
     );
+    assert!(
+        matches!(listed_while_refused, Ok(users) if users >= 1),
+        "lists are still answered: {listed_while_refused:?}"
+    );
     assert!(ready_after <= Duration::from_secs(7), "{ready_after:?}");
     assert_eq!(status, 200, "a delivery once writes work: {answer}");
+    assert_eq!(
+        streamed, after,
+        "a stream opened before the refusal outlives it"
+    );
     app.stop().await;
 }
