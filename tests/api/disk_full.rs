@@ -2,7 +2,8 @@
 //! tmpfs the test mounts. Senders fill it until writes fail, the test frees space, three times,
 //! then stops the service with SIGTERM and starts it again. Every delivery answered 2xx
 //! must be stored and applied exactly once; the probes must say "not ready" while writes fail
-//! and "ready" again, with 200s, within 5 s of space coming back, without a restart.
+//! (queries are still answered) and "ready" again, with 200s, within 5 s of space coming back,
+//! without a restart.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -151,6 +152,8 @@ struct Cycle {
     readyz_503_while_full: bool,
     /// gRPC health said NOT_SERVING (within `RECOVERY`) once writes failed.
     health_not_serving_while_full: bool,
+    /// What `ListUsers` answered while the disk was full: users listed, or the status code.
+    listed_while_full: Option<Result<usize, tonic::Code>>,
     /// A small delivery sent while the disk was full: its status (SQLite may still find room
     /// for it in its write-ahead log, which it reuses rather than grows after a checkpoint).
     small_while_full: u16,
@@ -307,6 +310,7 @@ async fn a_full_disk_loses_no_acknowledged_delivery_and_the_service_recovers_whe
         })
         .await
         .is_some();
+        let listed_while_full = server.users_listed().await;
         let small_while_full = send(&client, &server, small_delivery(), &observed).await;
 
         // Free space, and watch the probes come back without any delivery to help them.
@@ -331,6 +335,7 @@ async fn a_full_disk_loses_no_acknowledged_delivery_and_the_service_recovers_whe
             cycle.free_at_start = free_at_start;
             cycle.readyz_503_while_full = readyz_503;
             cycle.health_not_serving_while_full = not_serving;
+            cycle.listed_while_full = Some(listed_while_full);
             cycle.small_while_full = small_while_full;
             cycle.ready_after = ready_after;
             cycle.serving_after = serving_after;
@@ -431,6 +436,11 @@ async fn a_full_disk_loses_no_acknowledged_delivery_and_the_service_recovers_whe
         assert!(
             cycle.health_not_serving_while_full,
             "cycle {cycle_number}: gRPC health said NOT_SERVING while writes failed"
+        );
+        assert!(
+            matches!(cycle.listed_while_full, Some(Ok(users)) if users > 0),
+            "cycle {cycle_number}: queries answered while writes failed ({:?})",
+            cycle.listed_while_full
         );
         assert!(
             cycle

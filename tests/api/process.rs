@@ -12,6 +12,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use readiness::grpc::pb;
+use readiness::grpc::pb::readiness_service_client::ReadinessServiceClient;
+
 use crate::helpers::SECRET;
 
 /// A running `readiness serve`, killed on drop if the test did not stop it.
@@ -95,6 +98,21 @@ impl ServeProcess {
     }
 
     /// What `grpc.health.v1.Health/Check` says for the whole server.
+    /// How many users a `ListUsers` call answers (its first page), or the status code it got.
+    pub async fn users_listed(&self) -> Result<usize, tonic::Code> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .map_err(|_| tonic::Code::InvalidArgument)?
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .map_err(|_| tonic::Code::Unavailable)?;
+        ReadinessServiceClient::new(channel)
+            .list_users(pb::ListUsersRequest::default())
+            .await
+            .map(|answer| answer.into_inner().users.len())
+            .map_err(|status| status.code())
+    }
+
     pub async fn health(&self) -> Option<ServingStatus> {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
             .ok()?
