@@ -278,6 +278,12 @@ async fn postgres_going_away_gives_503_and_not_ready_then_recovers_and_loses_not
         health(&app).await == ServingStatus::NotServing
     })
     .await;
+    let alive = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        alive.status(),
+        200,
+        "/healthz (the liveness probe) stays 200: an outage must not restart the process"
+    );
 
     postgres.pg_ctl_start();
 

@@ -365,6 +365,10 @@ async fn the_probes_ask_for_paths_and_health_the_service_serves() {
         let response = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{probe} GET {path}");
     }
+    // Liveness asks the path that stays 200 while the database is down (faults.rs), readiness
+    // the one that does not: an outage takes pods out of the Service without restarting them.
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     let service = container["startupProbe"]["grpc"]["service"]
         .as_str()
         .unwrap_or_default()
