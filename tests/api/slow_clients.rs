@@ -553,6 +553,33 @@ async fn a_source_trickling_bodies_cannot_hold_the_ingress_from_another_source()
 }
 
 #[tokio::test]
+async fn a_source_outside_the_allow_list_is_refused_403_before_its_body_is_read() {
+    let service = Service::start(
+        None,
+        &[
+            ("READINESS_HTTP_ALLOWED_CIDRS", "127.0.0.1/32"),
+            ("READINESS_HTTP_BODY_TIMEOUT_SECS", "10"),
+        ],
+    )
+    .await;
+    // Headers that promise 100 bytes, then one byte and silence: waiting for the body would
+    // take the 10 s body timeout.
+    let mut stream = connect_from([127, 0, 0, 2], service.http).await;
+    stream.write_all(trickle("").as_bytes()).await.unwrap();
+    let answer = read_answer(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("an answer without the body");
+
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(answer.body.contains("forbidden_source"), "{}", answer.body);
+    assert!(
+        answer.after < Duration::from_secs(5),
+        "answered after {:?}",
+        answer.after
+    );
+}
+
+#[tokio::test]
 async fn one_source_cannot_take_every_in_flight_slot() {
     // Arrange: 8 requests in flight in all, so 2 per source by default.
     let service = Service::start(
