@@ -56,16 +56,85 @@ impl TraceService for Receiver {
     }
 }
 
-#[tokio::test]
-async fn spans_are_exported_over_otlp_as_children_of_the_callers_traceparent() {
+/// An OTLP/gRPC collector on a free loopback port: what it receives, its address, its task.
+async fn start_collector() -> (
+    Receiver,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let collector = listener.local_addr().unwrap();
-    let collector_server = tokio::spawn(
+    let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(receiver.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
+    (receiver, collector, server)
+}
+
+#[tokio::test]
+async fn the_traces_endpoint_alone_turns_export_on_and_otel_sdk_disabled_turns_it_off() {
+    for (variables, exported) in [
+        (&["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"][..], true),
+        (
+            &["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SDK_DISABLED"][..],
+            false,
+        ),
+    ] {
+        let (receiver, collector, collector_server) = start_collector().await;
+        let dir = tempfile::tempdir().unwrap();
+        let database = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+        let mut command = serve_command(0, 0);
+        command
+            .env("READINESS_ARGYLE_SECRETS", SECRET)
+            .env("READINESS_DATABASE_URL", database)
+            .env("RUST_LOG", "info");
+        for variable in variables {
+            let value = match *variable {
+                "OTEL_SDK_DISABLED" => "true".to_owned(),
+                _ => format!("http://{collector}"),
+            };
+            command.env(variable, value);
+        }
+        let mut server = tokio::task::spawn_blocking(move || ServeProcess::start(&mut command))
+            .await
+            .unwrap();
+        let delivery = body::connected(&new_id(), &new_id());
+        let response = reqwest::Client::new()
+            .post(format!("http://{}/webhooks/argyle", server.http))
+            .header("content-type", "application/json")
+            .header(
+                "x-argyle-signature",
+                sign(&Secret::new(SECRET), delivery.as_bytes()),
+            )
+            .body(delivery)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        // Shutdown flushes the exporter, if there is one.
+        server.terminate();
+        let logs = server.logs();
+        let status = tokio::task::spawn_blocking(move || server.wait_for_exit(PATIENCE))
+            .await
+            .unwrap();
+        assert!(status.success());
+        collector_server.abort();
+
+        let spans = receiver.spans.lock().unwrap().len();
+        assert_eq!(spans > 0, exported, "{variables:?}: {spans} spans");
+        assert_eq!(
+            logs.contains("exporting traces over OTLP"),
+            exported,
+            "{variables:?}: {logs}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_as_children_of_the_callers_traceparent() {
+    let (receiver, collector, collector_server) = start_collector().await;
 
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
