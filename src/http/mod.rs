@@ -59,7 +59,9 @@ pub struct HttpState {
 }
 
 /// The HTTP routes, behind a per-source cap, load shedding, a concurrency limit and a request
-/// timeout.
+/// timeout. `Router::layer` gives each route its own copy of the protection layers, so each route
+/// (webhooks, `/healthz`, `/readyz`, `/metrics`) has its own `max_in_flight` slots: a webhook
+/// flood sheds webhooks, never a probe.
 pub fn router(state: HttpState, limits: &Limits) -> Router {
     let request_timeout = limits.request_timeout;
     let protection = ServiceBuilder::new()
@@ -75,7 +77,7 @@ pub fn router(state: HttpState, limits: &Limits) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .layer(protection);
-    // Outside the global limit: a source over its cap is shed without taking a global slot.
+    // Outside the per-route limits: a source over its cap is shed without taking a slot.
     if let Some(cap) = limits.max_in_flight_per_source {
         router = router.layer(axum::middleware::from_fn_with_state(
             per_source::PerSource::new(state.sources.clone(), cap),

@@ -458,9 +458,13 @@ async fn stalled_request(app: &TestApp) -> tokio::net::TcpStream {
 }
 
 #[tokio::test]
-async fn beyond_the_in_flight_limit_requests_are_shed_with_503_and_retry_after() {
-    let app = TestApp::spawn_with(|settings| settings.http_max_in_flight = 1).await;
-    let _holder = stalled_request(&app).await;
+async fn beyond_the_in_flight_limit_webhooks_are_shed_with_503_while_probes_still_answer() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.http_max_in_flight = 1;
+        settings.http_max_in_flight_per_source = Some(0); // off: one address sends everything
+    })
+    .await;
+    let holder = stalled_request(&app).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let response = app
@@ -474,6 +478,26 @@ async fn beyond_the_in_flight_limit_requests_are_shed_with_503_and_retry_after()
     assert_eq!(response.headers()["retry-after"], "5");
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer["error"], "overloaded");
+
+    // Each route has its own slots: a webhook flood never sheds a probe or a scrape.
+    for path in ["/healthz", "/readyz"] {
+        let probe = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(probe.status(), 200, "{path} while webhooks are shed");
+    }
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let shed = metrics
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .find(|line| {
+            line.starts_with("readiness_http_requests_shed_total{reason=\"in_flight_limit\"}")
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap());
+    assert!(shed >= Some(1.0), "the shed webhook is counted: {shed:?}");
+    drop(holder);
+    app.stop().await;
 }
 
 #[tokio::test]
