@@ -334,6 +334,41 @@ async fn tls_channel(
 }
 
 #[tokio::test]
+async fn with_tls_a_grpc_client_that_never_starts_the_handshake_is_closed_at_the_handshake_timeout()
+{
+    let pki = pki();
+    let path = |name: &str| Some(pki.dir.path().join(name));
+    let app = TestApp::spawn_with(|settings| {
+        settings.grpc_tls_cert = path("server.pem");
+        settings.grpc_tls_key = path("server.key");
+        settings.grpc_handshake_timeout_secs = 2;
+    })
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(app.grpc).await.unwrap();
+    let connected = std::time::Instant::now();
+    let mut buffer = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match silent.read(&mut buffer).await {
+                Ok(0) | Err(_) => return connected.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the silent connection is closed");
+    assert!(
+        closed >= Duration::from_millis(1500) && closed < Duration::from_secs(10),
+        "closed after {closed:?}, the handshake timeout is 2 s"
+    );
+    // A client that does the handshake is served as before.
+    let mut client = ReadinessServiceClient::new(tls_channel(&app, &pki, false).await.unwrap());
+    let status = client.get_user_readiness(lookup()).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn grpc_serves_tls_and_with_a_client_ca_requires_client_certificates() {
     let pki = pki();
     let path = |name: &str| Some(pki.dir.path().join(name));
