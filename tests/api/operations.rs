@@ -49,6 +49,7 @@ async fn metrics_expose_the_named_series_after_real_traffic() {
         401
     );
     let _ = app.readiness(&user).await;
+    let _ = app.readiness(&user).await; // the read model holds the view now: a hit
     let mut stream = app
         .report_client()
         .await
@@ -106,11 +107,24 @@ async fn metrics_expose_the_named_series_after_real_traffic() {
             "readiness_grpc_request_seconds_count",
             vec!["method=\"StreamReportEvents\""],
         ),
+        (
+            "readiness_read_cache_lookups_total",
+            vec!["cache=\"users\"", "result=\"hit\""],
+        ),
     ];
     for (name, labels) in checks {
         assert!(
             value(&samples, name, &labels) >= 1.0,
             "{name} {labels:?} missing or zero in:\n{text}"
+        );
+    }
+    // Set at each scrape; the user's view may have been dropped by the later change, so only
+    // its presence is certain.
+    for cache in ["users", "reports"] {
+        let series = format!("readiness_read_cache_entries{{cache=\"{cache}\"}}");
+        assert!(
+            samples.contains_key(&series),
+            "{series} missing in:\n{text}"
         );
     }
     assert!(text.contains("# TYPE readiness_webhook_apply_seconds histogram"));
