@@ -228,6 +228,92 @@ async fn every_change_of_a_batch_spanning_many_users_carries_the_batchs_one_mome
     app.stop().await;
 }
 
+/// The process id of this database's one backend waiting for a lock, other than `not`, once
+/// there is one.
+async fn backend_waiting_for_a_lock(other: &DatabaseConnection, not: Option<i32>) -> i32 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let row = other
+            .query_one_raw(sea_orm::Statement::from_string(
+                other.get_database_backend(),
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND datname = current_database() AND pid <> pg_backend_pid() \
+                 ORDER BY backend_start LIMIT 1",
+            ))
+            .await
+            .unwrap();
+        if let Some(pid) = row.map(|row| row.try_get::<i32>("", "pid").unwrap())
+            && Some(pid) != not
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no transaction waits for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn terminate(other: &DatabaseConnection, pid: i32) {
+    other
+        .execute_unprepared(&format!("SELECT pg_terminate_backend({pid})"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_whose_connection_is_lost_is_retried_one_delivery_per_transaction() {
+    let app = spawn_app().await;
+    if !app.on_postgres() {
+        eprintln!("skipped: PostgreSQL only (a backend to terminate)");
+        app.stop().await;
+        return;
+    }
+    let other = Database::connect(&app.database_url()).await.unwrap();
+    let hold = hold_writes(&app, &other).await;
+    let send = |body: String| {
+        let request = app.signed_request(body);
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    };
+
+    // A first delivery's commit waits for the lock; eight more queue behind it.
+    let first = send(body::connected(&new_id(), &new_id()));
+    let first_backend = backend_waiting_for_a_lock(&other, None).await;
+    let batch: Vec<_> = (0..8)
+        .map(|_| send(body::connected(&new_id(), &new_id())))
+        .collect();
+    wait_for_backlog(&app, "eight deliveries queue", |b| b.queued == 8).await;
+
+    // The first one's connection is lost: alone in its transaction, it is answered 503.
+    terminate(&other, first_backend).await;
+    assert_eq!(first.await.unwrap(), 503, "a lone delivery that failed");
+
+    // The eight go as one batch, which waits for the lock too; its connection is lost.
+    let batch_backend = backend_waiting_for_a_lock(&other, Some(first_backend)).await;
+    wait_for_backlog(&app, "the batch took all eight", |b| b.queued == 0).await;
+    terminate(&other, batch_backend).await;
+    // Retried one by one: the first retry waits for the lock on a new connection.
+    backend_waiting_for_a_lock(&other, Some(batch_backend)).await;
+    hold.rollback().await.unwrap();
+
+    for sender in batch {
+        assert_eq!(
+            sender.await.unwrap(),
+            200,
+            "every delivery of the lost batch"
+        );
+    }
+    other.close().await.ok();
+    assert_eq!(app.deliveries().await.len(), 8);
+    assert_eq!(
+        events_per_commit(&app).await,
+        vec![2; 8],
+        "the eight were stored in eight transactions of their own"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_delivery_the_database_refuses_does_not_fail_the_rest_of_its_batch() {
     let app = spawn_app().await;
