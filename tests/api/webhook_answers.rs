@@ -133,6 +133,11 @@ async fn a_body_over_the_limit_is_refused_with_413_before_it_is_read() {
     let (status, answer) = app.deliver(&big).await;
     assert_eq!(status, 413, "{answer}");
     assert_eq!(answer["error"], "body_too_large");
+    // Size is checked before the content type (and the signature).
+    let (status, answer) = app
+        .post(big.clone().into_bytes(), &[("content-type", "text/plain")])
+        .await;
+    assert_eq!((status, &answer["error"]), (413, &"body_too_large".into()));
 
     // Chunked, no Content-Length, and the sender never finishes: the answer must not wait.
     let mut stream = tokio::net::TcpStream::connect(app.http).await.unwrap();
