@@ -364,12 +364,7 @@ impl Outcome {
         let attempt = if job.attempts >= options.max_attempts {
             Attempt::Failed(format!("gave up after {} attempts: {error}", job.attempts))
         } else {
-            let backoff = options
-                .retry_base
-                .saturating_mul(1 << job.attempts.saturating_sub(1).min(16))
-                .min(MAX_DELAY);
-            let jitter = backoff.mul_f64(fastrand::f64() * 0.25);
-            let delay = wait.map_or(backoff + jitter, |asked| asked.max(backoff));
+            let delay = retry_delay(options.retry_base, job.attempts, wait, fastrand::f64());
             Attempt::Retry {
                 at: time::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                 error,
@@ -426,5 +421,51 @@ fn details_of(found: &argyle::Report) -> ArgyleDetails {
             .collect(),
         metadata: found.metadata.clone(),
         external_id: found.external_id.clone(),
+    }
+}
+
+/// How long a job waits after its `attempts`-th failed attempt: `base` doubling with each
+/// attempt up to 10 minutes, plus up to a quarter more (`jitter` in 0..1) so that jobs failed
+/// together do not retry together; or what Argyle asked for (`Retry-After`) when that is longer
+/// than the doubling.
+fn retry_delay(base: Duration, attempts: u32, asked: Option<Duration>, jitter: f64) -> Duration {
+    let backoff = base
+        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(MAX_DELAY);
+    asked.map_or(
+        backoff + backoff.mul_f64(jitter.clamp(0.0, 1.0) * 0.25),
+        |asked| asked.max(backoff),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn the_wait_doubles_with_each_attempt_up_to_ten_minutes() {
+        let waits: Vec<u64> = (1..=10)
+            .map(|attempts| retry_delay(BASE, attempts, None, 0.0).as_secs())
+            .collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
+        assert_eq!(retry_delay(BASE, u32::MAX, None, 0.0), MAX_DELAY);
+    }
+
+    #[test]
+    fn jitter_adds_at_most_a_quarter() {
+        assert_eq!(
+            retry_delay(BASE, 2, None, 1.0),
+            Duration::from_millis(12_500)
+        );
+        assert_eq!(retry_delay(BASE, 9, None, 1.0), Duration::from_secs(750));
+    }
+
+    #[test]
+    fn a_longer_retry_after_wins_over_the_doubling_and_a_shorter_one_does_not() {
+        let asked = Some(Duration::from_secs(90));
+        assert_eq!(retry_delay(BASE, 1, asked, 0.5), Duration::from_secs(90));
+        assert_eq!(retry_delay(BASE, 6, asked, 0.5), Duration::from_secs(160));
     }
 }

@@ -722,6 +722,10 @@ async fn an_operator_requests_shows_retries_and_lists_reports_from_the_command_l
     let job = &shown["jobs"][0];
     assert!(job["lastError"].as_str().unwrap().contains("503"), "{job}");
     assert!(at_argyle(&fake, &user).is_empty());
+    // The request's report failed with it, saying why.
+    let failed = reports_of(&app, &user).await.remove(0);
+    assert_eq!(failed.status(), pb::ReportStatus::Failed);
+    assert!(failed.status_reason.contains("503"), "{failed:?}");
 
     let retried = reports_command(&app, &["retry", job["id"].as_str().unwrap()]).await;
     assert_eq!(retried[0]["job"]["state"], "JOB_STATE_PENDING");
@@ -760,5 +764,69 @@ async fn an_operator_requests_shows_retries_and_lists_reports_from_the_command_l
         app.core.retry_job(i64::MAX).await,
         Err(CoreError::NotFound(_))
     ));
+    app.stop().await;
+}
+
+/// Requests a `voie` report for a fresh READY user and waits for its request job to end
+/// FAILED; returns that job as `readiness reports show` prints it.
+async fn failed_request_job(app: &TestApp) -> serde_json::Value {
+    let (user, account) = (new_id(), new_id());
+    make_ready(
+        app,
+        &user,
+        &account,
+        "2024-01-08T12:00:00Z",
+        "2024-01-08T13:00:00Z",
+    )
+    .await;
+    let requested = reports_command(app, &["request", "--user", &user, "--type", "voie"]).await;
+    let id = requested[0]["report"]["id"].as_str().unwrap().to_owned();
+    eventually("the request job fails", || async {
+        reports_command(app, &["show", &id]).await[0]["jobs"][0]["state"] == "JOB_STATE_FAILED"
+    })
+    .await;
+    reports_command(app, &["show", &id]).await[0]["jobs"][0].clone()
+}
+
+#[tokio::test]
+async fn a_4xx_from_argyle_fails_the_job_at_once_but_401_and_403_are_tried_again() {
+    let fake = fake().await;
+    let app = TestApp::spawn_with(|settings| {
+        pipeline(&fake, &[])(settings);
+        settings.jobs_max_attempts = 3;
+        settings.argyle_call_attempts = 1;
+        settings.grpc_admin_enabled = true;
+    })
+    .await;
+
+    fake.script(Endpoint::CreateReport, [Fault::status(400)]);
+    let job = failed_request_job(&app).await;
+    assert_eq!(job["attempts"], 1, "a 400 is not tried again: {job}");
+    assert!(
+        job["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("Argyle refused"),
+        "{job}"
+    );
+
+    for status in [401, 403] {
+        fake.script(
+            Endpoint::CreateReport,
+            (0..3).map(|_| Fault::status(status)),
+        );
+        let job = failed_request_job(&app).await;
+        assert_eq!(
+            job["attempts"], 3,
+            "a {status} waits for fixed credentials, up to jobs_max_attempts: {job}"
+        );
+        assert!(
+            job["lastError"]
+                .as_str()
+                .unwrap()
+                .contains("gave up after 3 attempts"),
+            "{job}"
+        );
+    }
     app.stop().await;
 }
