@@ -411,6 +411,18 @@ async fn an_announced_report_is_enriched_and_its_urls_are_streamed_and_its_docum
         .await
         .unwrap()
         .into_inner();
+    // The same stream without `include_updates`: announcements only.
+    let mut announcements = app
+        .report_client()
+        .await
+        .stream_report_events(pb::StreamReportEventsRequest {
+            start: pb::StartPosition::Now.into(),
+            user_id: user.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     make_ready(
         &app,
         &user,
@@ -428,6 +440,25 @@ async fn an_announced_report_is_enriched_and_its_urls_are_streamed_and_its_docum
         .as_str()
         .unwrap()
         .to_owned();
+    // Not generated yet: no document.
+    let ours = reports_of(&app, &user).await.remove(0).id;
+    let early = app
+        .report_client()
+        .await
+        .get_report_document(pb::GetReportDocumentRequest {
+            report: Some(pb::get_report_document_request::Report::Id(ours)),
+            format: pb::DocumentFormat::Pdf.into(),
+        })
+        .await;
+    let early = match early {
+        Ok(stream) => stream.into_inner().message().await.map(|_| ()),
+        Err(status) => Err(status),
+    };
+    assert_eq!(
+        early.map_err(|status| status.code()),
+        Err(tonic::Code::NotFound),
+        "GetReportDocument before the report is generated"
+    );
     assert!(fake.generate(&argyle_id));
 
     // The stream: requested, Argyle's answer, the announcement, the enrichment with the URLs.
@@ -463,6 +494,24 @@ async fn an_announced_report_is_enriched_and_its_urls_are_streamed_and_its_docum
         "{statuses:?}"
     );
     assert!(file_url.starts_with(fake.base_url()), "{file_url}");
+    // Every update above was committed before now; the other stream skipped them all.
+    let first_event = loop {
+        let message = tokio::time::timeout(PATIENCE, announcements.message())
+            .await
+            .expect("the announcement in time")
+            .unwrap()
+            .unwrap()
+            .message
+            .unwrap();
+        if !matches!(message, Message::CaughtUp(_) | Message::Heartbeat(_)) {
+            break message;
+        }
+    };
+    assert!(
+        matches!(&first_event, Message::ReportGenerated(event)
+            if event.report.as_ref().unwrap().argyle_report_id == argyle_id),
+        "without include_updates the first event is the announcement: {first_event:?}"
+    );
 
     // The job that follows the request up may find the report generated (with its URLs) before
     // the announcement's webhook is applied, which is what sets `generated_at`: it comes, as the
