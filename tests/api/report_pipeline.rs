@@ -682,6 +682,24 @@ async fn a_job_waiting_for_argyle_survives_a_restart_and_waits_while_credentials
         .unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].state, JobState::Pending, "{jobs:?}");
+    // Entering READY (with `voie` still automatic) and an announcement make no job meanwhile.
+    let (other, other_account) = (new_id(), new_id());
+    make_ready(
+        &app,
+        &other,
+        &other_account,
+        "2024-01-08T12:00:00Z",
+        "2024-01-08T13:00:00Z",
+    )
+    .await;
+    app.deliver_ok(&body::generated(&other, "voie", Some(&new_id())))
+        .await;
+    let all_jobs = JobQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    let jobs = app.core.jobs(&all_jobs).await.unwrap();
+    assert_eq!(jobs.len(), 1, "no job while the pipeline is off: {jobs:?}");
 
     let app = app.restart_with(pipeline(&fake, &["voie"])).await;
 
