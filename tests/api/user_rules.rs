@@ -89,6 +89,33 @@ async fn an_accounts_updated_without_a_resource_changes_nothing() {
 }
 
 #[tokio::test]
+async fn an_account_whose_datasets_all_failed_to_sync_stays_pending() {
+    let app = TestApp::spawn().await;
+    let (user, account) = (new_id(), new_id());
+    app.deliver_ok(&body::connected_at(&user, &account, "2024-01-08T12:00:00Z"))
+        .await;
+    let failed_syncs =
+        json!({"event": "accounts.updated", "name": "readiness-test-include-resource",
+        "data": {"account": account, "user": user, "resource": {"id": account, "user": user,
+            "connection": {"status": "connected", "error_code": null, "error_message": null,
+                           "updated_at": "2024-01-08T12:00:00Z"},
+            "availability": {"paystubs": {"status": "sync_failed"},
+                             "gigs": {"status": "sync_failed"},
+                             "shifts": {"status": "sync_failed"}}}}})
+        .to_string();
+
+    let answer = app.deliver_ok(&failed_syncs).await;
+
+    assert_eq!(answer["status"], "applied", "{answer}");
+    assert_eq!(
+        app.state(&user).await,
+        pb::ReadinessState::Pending,
+        "no reports.ready came: the data never counted"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn accounts_failed_keeps_its_top_level_error_when_the_resource_copy_is_null() {
     let app = TestApp::spawn().await;
     let (user, account) = (new_id(), new_id());
