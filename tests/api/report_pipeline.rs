@@ -780,6 +780,20 @@ async fn an_operator_requests_shows_retries_and_lists_reports_from_the_command_l
     assert_eq!(report["origin"], "REPORT_ORIGIN_REQUESTED");
     assert_eq!(report["requestId"], "loan-L-1", "{report}");
     let id = report["id"].as_str().unwrap().to_owned();
+    // Read your write: the same replica answers the new report at once, from its read model.
+    let read_back = app
+        .report_client()
+        .await
+        .get_report(pb::GetReportRequest {
+            report: Some(pb::get_report_request::Report::Id(id.clone())),
+            ..Default::default()
+        })
+        .await
+        .expect("the report just requested")
+        .into_inner()
+        .report
+        .unwrap();
+    assert_eq!(read_back.request_id, "loan-L-1");
 
     eventually("the job gives up after two attempts", || async {
         reports_command(&app, &["show", &id]).await[0]["jobs"][0]["state"] == "JOB_STATE_FAILED"
