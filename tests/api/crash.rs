@@ -17,7 +17,7 @@ use readiness::store::entities::{event, report};
 use sea_orm::{Database, EntityTrait, QueryOrder};
 use tokio::sync::Mutex;
 
-use crate::helpers::process::{ServeProcess, serve_command};
+use crate::helpers::process::{ServeProcess, post_signed, serve_command};
 use crate::helpers::{SECRET, TestDatabase, body, new_id};
 
 fn free_port() -> u16 {
@@ -221,17 +221,7 @@ async fn a_kill_9_under_load_loses_no_acknowledged_delivery_and_streams_resume_w
 
 /// Signs and posts one delivery to a server process; panics unless it is acknowledged.
 async fn deliver(http: u16, delivery: String) {
-    let answer = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{http}/webhooks/argyle"))
-        .header("content-type", "application/json")
-        .header(
-            "x-argyle-signature",
-            sign(&Secret::new(SECRET), delivery.as_bytes()),
-        )
-        .body(delivery)
-        .send()
-        .await
-        .unwrap();
+    let answer = post_signed(format!("127.0.0.1:{http}"), delivery).await;
     assert_eq!(answer.status(), 200);
 }
 

@@ -26,9 +26,14 @@ use crate::helpers::{TestApp, body, new_id};
 
 /// One committer, and patience while the table is locked.
 async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+async fn spawn_app_with(adjust: impl FnOnce(&mut readiness::config::Settings)) -> TestApp {
     TestApp::spawn_with(|settings| {
         settings.ingest_committers = 1;
         settings.database_timeout_secs = 20;
+        adjust(settings);
     })
     .await
 }
@@ -141,9 +146,11 @@ async fn events_per_commit(app: &TestApp) -> Vec<usize> {
     sizes
 }
 
-#[tokio::test]
-async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
-    let app = spawn_app().await;
+/// Eight users' first connections queued behind a busy commit, with `ingest_batch_max` set to
+/// `batch_max`: all are acknowledged; the events each commit appended (two per delivery: the
+/// account's and the readiness change).
+async fn eight_queued_behind_a_busy_commit(batch_max: usize) -> Vec<usize> {
+    let app = spawn_app_with(|settings| settings.ingest_batch_max = batch_max).await;
     let queued: Vec<String> = (0..8)
         .map(|_| body::connected(&new_id(), &new_id()))
         .collect();
@@ -151,33 +158,27 @@ async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(app.deliveries().await.len(), 9);
-    // Every delivery of a user's first connection logs two events (account, readiness).
+    let per_commit = events_per_commit(&app).await;
+    app.stop().await;
+    per_commit
+}
+
+#[tokio::test]
+async fn deliveries_that_queue_behind_a_busy_commit_share_one_transaction() {
     assert_eq!(
-        events_per_commit(&app).await,
+        eight_queued_behind_a_busy_commit(64).await,
         vec![2, 16],
         "the first delivery commits alone; the eight that queued behind it commit together"
     );
-    app.stop().await;
 }
 
 #[tokio::test]
 async fn no_transaction_stores_more_deliveries_than_ingest_batch_max() {
-    let app = TestApp::spawn_with(|settings| {
-        settings.ingest_committers = 1;
-        settings.ingest_batch_max = 3;
-        settings.database_timeout_secs = 20;
-    })
-    .await;
-    let queued: Vec<String> = (0..8)
-        .map(|_| body::connected(&new_id(), &new_id()))
-        .collect();
-    for (body, status, _) in queue_behind_a_busy_commit(&app, queued).await {
-        assert_eq!(status, 200, "{body}");
-    }
-    assert_eq!(app.deliveries().await.len(), 9);
-    // Two events per delivery: the first alone, then the eight that queued as 3 + 3 + 2.
-    assert_eq!(events_per_commit(&app).await, vec![2, 4, 6, 6]);
-    app.stop().await;
+    assert_eq!(
+        eight_queued_behind_a_busy_commit(3).await,
+        vec![2, 4, 6, 6],
+        "the first alone, then the eight that queued as 3 + 3 + 2"
+    );
 }
 
 #[tokio::test]

@@ -441,6 +441,23 @@ pub mod process {
     /// The `readiness` binary under test.
     pub const BIN: &str = env!("CARGO_BIN_EXE_readiness");
 
+    /// `delivery`, signed with the tests' secret, posted to the webhook endpoint of the server
+    /// at `http` (an address such as `127.0.0.1:8080`).
+    pub async fn post_signed(http: impl std::fmt::Display, delivery: String) -> reqwest::Response {
+        use readiness::domain::signature::{Secret, sign};
+        reqwest::Client::new()
+            .post(format!("http://{http}/webhooks/argyle"))
+            .header("content-type", "application/json")
+            .header(
+                "x-argyle-signature",
+                sign(&Secret::new(super::SECRET), delivery.as_bytes()),
+            )
+            .body(delivery)
+            .send()
+            .await
+            .expect("the webhook is sent")
+    }
+
     /// Long enough for a debug build to start on a loaded machine; only reached when broken.
     const START_PATIENCE: Duration = Duration::from_secs(60);
 

@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use readiness::domain::signature::{Secret, sign};
 use readiness::grpc::pb;
 
-use crate::helpers::process::{ServeProcess, serve_command};
+use crate::helpers::process::{ServeProcess, post_signed, serve_command};
 use crate::helpers::{SECRET, body, new_id};
 
 /// Long enough for anything that should happen; only reached when something is broken.
@@ -100,18 +100,7 @@ async fn the_traces_endpoint_alone_turns_export_on_and_otel_sdk_disabled_turns_i
         let mut server = tokio::task::spawn_blocking(move || ServeProcess::start(&mut command))
             .await
             .unwrap();
-        let delivery = body::connected(&new_id(), &new_id());
-        let response = reqwest::Client::new()
-            .post(format!("http://{}/webhooks/argyle", server.http))
-            .header("content-type", "application/json")
-            .header(
-                "x-argyle-signature",
-                sign(&Secret::new(SECRET), delivery.as_bytes()),
-            )
-            .body(delivery)
-            .send()
-            .await
-            .unwrap();
+        let response = post_signed(server.http, body::connected(&new_id(), &new_id())).await;
         assert_eq!(response.status(), 200);
         // Shutdown flushes the exporter, if there is one.
         server.terminate();
