@@ -185,10 +185,16 @@ async fn no_transaction_stores_more_deliveries_than_ingest_batch_max() {
 async fn every_change_of_a_batch_spanning_many_users_carries_the_batchs_one_moment() {
     let app = spawn_app().await;
     let users: Vec<String> = (0..6).map(|_| new_id()).collect();
-    let queued = users
+    let mut queued: Vec<String> = users
         .iter()
         .map(|user| body::connected(user, &new_id()))
         .collect();
+    // Two of them also get a report announced in the same batch.
+    queued.extend(
+        users[..2]
+            .iter()
+            .map(|user| body::generated(user, "voie", None)),
+    );
     for (body, status, _) in queue_behind_a_busy_commit(&app, queued).await {
         assert_eq!(status, 200, "{body}");
     }
@@ -200,6 +206,21 @@ async fn every_change_of_a_batch_spanning_many_users_carries_the_batchs_one_mome
         assert_eq!(readiness.updated_at.unwrap(), since);
         assert_eq!(readiness.accounts[0].first_seen_at.unwrap(), since);
         moments.insert((since.seconds, since.nanos));
+    }
+    for user in &users[..2] {
+        let reports = app
+            .report_client()
+            .await
+            .list_reports(pb::ListReportsRequest {
+                user_id: user.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .reports;
+        let generated_at = reports[0].generated_at.unwrap();
+        moments.insert((generated_at.seconds, generated_at.nanos));
     }
     for row in event::Entity::find().all(app.core.db()).await.unwrap() {
         if users.contains(&row.user_id) {
@@ -224,7 +245,8 @@ async fn every_change_of_a_batch_spanning_many_users_carries_the_batchs_one_mome
     assert_eq!(
         moments.len(),
         1,
-        "since, updated_at, first_seen_at, changed_at and received_at of one batch: {moments:?}"
+        "since, updated_at, first_seen_at, generated_at, changed_at and received_at of one \
+         batch: {moments:?}"
     );
     app.stop().await;
 }
