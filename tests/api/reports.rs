@@ -117,6 +117,25 @@ async fn reports_are_listed_by_user_and_type_across_pages() {
     assert_eq!(unknown.reports.len(), 1);
     assert_eq!(unknown.reports[0].type_name, "voa-2030");
     assert_eq!(unknown.reports[0].r#type(), ReportType::Other);
+
+    // By Argyle's exact type string, known to this version or not.
+    for (type_name, count) in [
+        ("voa-2030", 1),
+        ("voe", 1),
+        ("voie", 6),
+        ("no-such-type", 0),
+    ] {
+        let listed = list(
+            &app,
+            pb::ListReportsRequest {
+                type_name: type_name.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(listed.reports.len(), count, "type_name {type_name}");
+        assert!(listed.reports.iter().all(|r| r.type_name == type_name));
+    }
     app.stop().await;
 }
 
