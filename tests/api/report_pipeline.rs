@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use readiness::argyle::Endpoint;
 use readiness::argyle::fake::{FakeArgyle, FakeConfig, Fault, WebhookTarget};
 use readiness::config::Settings;
-use readiness::core::CoreError;
 use readiness::domain::JobState;
 use readiness::domain::job::JobQuery;
 use readiness::domain::signature::Secret;
+use readiness::grpc::pb::admin_service_client::AdminServiceClient;
 use readiness::grpc::pb::{self, ReportStatus};
 use tonic::Code;
 
@@ -830,21 +830,45 @@ async fn an_operator_requests_shows_retries_and_lists_reports_from_the_command_l
     let generating = reports_command(&app, &["list", "--status", "failed", "--user", &user]).await;
     assert!(generating.is_empty(), "{generating:?}");
 
-    // Only a failed job is retried; the answer names the state it found.
+    // Over gRPC: the job is listed among the finished ones, and only a failed job is retried
+    // (the answer names the state it found); an unknown one is not found.
     let job_id: i64 = job["id"].as_str().unwrap().parse().unwrap();
-    match app.core.retry_job(job_id).await {
-        Err(CoreError::FailedPrecondition(message)) => {
-            assert!(
-                message.contains("only a failed job is retried"),
-                "{message}"
-            )
+    let mut admin = AdminServiceClient::new(app.channel().await);
+    let in_state = |state: pb::JobState| pb::ListJobsRequest {
+        state: state.into(),
+        ..Default::default()
+    };
+    eventually("the retried job is done", || {
+        let mut admin = admin.clone();
+        async move {
+            let done = admin.list_jobs(in_state(pb::JobState::Done)).await;
+            done.unwrap()
+                .into_inner()
+                .jobs
+                .iter()
+                .any(|j| j.id == job_id)
         }
-        other => panic!("a finished job was retried: {other:?}"),
-    }
-    assert!(matches!(
-        app.core.retry_job(i64::MAX).await,
-        Err(CoreError::NotFound(_))
-    ));
+    })
+    .await;
+    let failed = admin.list_jobs(in_state(pb::JobState::Failed)).await;
+    assert!(failed.unwrap().into_inner().jobs.is_empty());
+    let refused = admin
+        .retry_job(pb::RetryJobRequest { id: job_id })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .contains("is done: only a failed job is retried"),
+        "{}",
+        refused.message()
+    );
+    let unknown = admin
+        .retry_job(pb::RetryJobRequest { id: i64::MAX })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
     app.stop().await;
 }
 
