@@ -194,11 +194,7 @@ fn serve_exits_cleanly_and_promptly_on_sigterm() {
 
 #[test]
 fn serve_stops_at_once_on_sigterm_while_it_waits_for_its_database() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serve.log");
     let mut server = ChildProcess::spawn(

@@ -18,15 +18,7 @@ use sea_orm::{Database, EntityTrait, QueryOrder};
 use tokio::sync::Mutex;
 
 use crate::helpers::process::{ServeProcess, post_signed, serve_command};
-use crate::helpers::{SECRET, TestDatabase, body, new_id};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::helpers::{SECRET, TestDatabase, body, free_port, new_id};
 
 /// `readiness serve` on fixed ports (the restart reuses them), killed and reaped on drop.
 fn start_server(url: &str, http: u16, grpc: u16) -> ServeProcess {

@@ -23,10 +23,9 @@ use tonic_health::pb::health_client::HealthClient;
 
 use readiness::app::App;
 use readiness::config::Settings;
-use readiness::domain::signature::Secret;
 
 use crate::helpers::process::ChildProcess;
-use crate::helpers::{SECRET, TestApp, body, new_id, sha};
+use crate::helpers::{TestApp, body, free_port, new_id, sha, status_code, test_settings};
 
 /// Long enough for anything that should happen; only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -81,12 +80,11 @@ impl PrivatePostgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = Self { bin, dir, port };
+        let server = Self {
+            bin,
+            dir,
+            port: free_port(),
+        };
         server.pg_ctl_start();
         server
     }
@@ -183,9 +181,6 @@ where
 /// Every unary query, each about something that does not exist: the method, the status code it
 /// got (`Ok` for an answer), and the code it gets while the database is up.
 async fn unary_calls(app: &TestApp) -> Vec<(&'static str, Code, Code)> {
-    fn code<T>(result: Result<T, tonic::Status>) -> Code {
-        result.err().map_or(Code::Ok, |status| status.code())
-    }
     let (mut readiness, mut reports) = (app.readiness_client().await, app.report_client().await);
     let user = pb::GetUserReadinessRequest {
         user: Some(pb::get_user_readiness_request::User::UserId(new_id())),
@@ -202,22 +197,22 @@ async fn unary_calls(app: &TestApp) -> Vec<(&'static str, Code, Code)> {
     vec![
         (
             "GetUserReadiness",
-            code(readiness.get_user_readiness(user).await),
+            status_code(readiness.get_user_readiness(user).await),
             Code::NotFound,
         ),
         (
             "ListUsers",
-            code(readiness.list_users(pb::ListUsersRequest::default()).await),
+            status_code(readiness.list_users(pb::ListUsersRequest::default()).await),
             Code::Ok,
         ),
         (
             "GetReport",
-            code(reports.get_report(report).await),
+            status_code(reports.get_report(report).await),
             Code::NotFound,
         ),
         (
             "ListReports",
-            code(reports.list_reports(reports_of).await),
+            status_code(reports.list_reports(reports_of).await),
             Code::Ok,
         ),
     ]
@@ -411,27 +406,17 @@ async fn a_sqlite_file_locked_by_another_process_gives_503_not_a_hang_and_stores
     app.stop().await;
 }
 
-/// `serve`'s settings on free ports with `database_url`, as an operator would set them.
+/// The tests' settings on `database_url`, waiting up to `startup_wait_secs` for it at start.
 fn settings_on(database_url: String, startup_wait_secs: u64) -> Settings {
     Settings {
-        database_url,
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        argyle_secrets: vec![Secret::new(SECRET)],
-        database_timeout_secs: 2,
         database_startup_wait_secs: startup_wait_secs,
-        ..Settings::default()
+        ..test_settings(database_url)
     }
 }
 
 /// A PostgreSQL URL on a loopback port nothing listens on.
 fn postgres_nobody_listens_on() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+    format!("postgres://postgres@127.0.0.1:{}/postgres", free_port())
 }
 
 /// Answers every connection to `port`, for `how_long`, as a PostgreSQL server that is still

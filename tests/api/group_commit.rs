@@ -208,18 +208,7 @@ async fn every_change_of_a_batch_spanning_many_users_carries_the_batchs_one_mome
         moments.insert((since.seconds, since.nanos));
     }
     for user in &users[..2] {
-        let reports = app
-            .report_client()
-            .await
-            .list_reports(pb::ListReportsRequest {
-                user_id: user.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .reports;
-        let generated_at = reports[0].generated_at.unwrap();
+        let generated_at = app.reports_of(user).await[0].generated_at.unwrap();
         moments.insert((generated_at.seconds, generated_at.nanos));
     }
     for row in event::Entity::find().all(app.core.db()).await.unwrap() {

@@ -99,6 +99,34 @@ impl Drop for TestDatabase {
     }
 }
 
+/// The settings every test service starts from: `database_url`, both listeners on free loopback
+/// ports, the tests' webhook secret, short database and shutdown waits.
+pub fn test_settings(database_url: String) -> Settings {
+    Settings {
+        database_url,
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        argyle_secrets: vec![Secret::new(SECRET)],
+        database_timeout_secs: 2,
+        shutdown_grace_secs: 5,
+        ..Settings::default()
+    }
+}
+
+/// A loopback port nothing listens on now (bound, read and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The status code of a gRPC call's result (`Ok` for an answer).
+pub fn status_code<T>(result: Result<T, tonic::Status>) -> tonic::Code {
+    result.err().map_or(tonic::Code::Ok, |status| status.code())
+}
+
 /// A running service.
 pub struct TestApp {
     pub http: SocketAddr,
@@ -168,15 +196,7 @@ impl TestApp {
         url: String,
         adjust: impl FnOnce(&mut Settings),
     ) -> Self {
-        let mut settings = Settings {
-            database_url: url,
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            argyle_secrets: vec![Secret::new(SECRET)],
-            database_timeout_secs: 2,
-            shutdown_grace_secs: 5,
-            ..Settings::default()
-        };
+        let mut settings = test_settings(url);
         adjust(&mut settings);
         let app = App::build(settings.clone()).await.expect("app builds");
         let (http, grpc, core) = (app.http_addr(), app.grpc_addr(), app.core());
@@ -313,6 +333,20 @@ impl TestApp {
             .into_inner()
             .report
             .unwrap()
+    }
+
+    /// The user's reports (the first page of `ListReports`), over gRPC.
+    pub async fn reports_of(&self, user: &str) -> Vec<pb::Report> {
+        self.report_client()
+            .await
+            .list_reports(pb::ListReportsRequest {
+                user_id: user.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("ListReports")
+            .into_inner()
+            .reports
     }
 
     pub async fn state(&self, user: &str) -> pb::ReadinessState {

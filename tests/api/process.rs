@@ -97,15 +97,19 @@ impl ServeProcess {
             .map_or(0, |response| response.status().as_u16())
     }
 
-    /// What `grpc.health.v1.Health/Check` says for the whole server.
-    /// How many users a `ListUsers` call answers (its first page), or the status code it got.
-    pub async fn users_listed(&self) -> Result<usize, tonic::Code> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
-            .map_err(|_| tonic::Code::InvalidArgument)?
+    /// A gRPC channel to the server (each call within 10 s), if it accepts one.
+    async fn channel(&self) -> Option<tonic::transport::Channel> {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .ok()?
             .timeout(Duration::from_secs(10))
             .connect()
             .await
-            .map_err(|_| tonic::Code::Unavailable)?;
+            .ok()
+    }
+
+    /// How many users a `ListUsers` call answers (its first page), or the status code it got.
+    pub async fn users_listed(&self) -> Result<usize, tonic::Code> {
+        let channel = self.channel().await.ok_or(tonic::Code::Unavailable)?;
         ReadinessServiceClient::new(channel)
             .list_users(pb::ListUsersRequest::default())
             .await
@@ -113,14 +117,9 @@ impl ServeProcess {
             .map_err(|status| status.code())
     }
 
+    /// What `grpc.health.v1.Health/Check` says for the whole server.
     pub async fn health(&self) -> Option<ServingStatus> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
-            .ok()?
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .ok()?;
-        let answer = HealthClient::new(channel)
+        let answer = HealthClient::new(self.channel().await?)
             .check(HealthCheckRequest {
                 service: String::new(),
             })

@@ -58,19 +58,6 @@ where
     }
 }
 
-async fn reports_of(app: &TestApp, user: &str) -> Vec<pb::Report> {
-    app.report_client()
-        .await
-        .list_reports(pb::ListReportsRequest {
-            user_id: user.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .reports
-}
-
 /// Makes `user` READY with one synced account (as of `synced`), through HTTP.
 async fn make_ready(app: &TestApp, user: &str, account: &str, connected: &str, synced: &str) {
     app.deliver_ok(&body::connected_at(user, account, connected))
@@ -113,14 +100,14 @@ async fn entering_ready_requests_each_automatic_type_once_through_a_429_and_5xx(
     eventually(
         "Argyle has the report and the service knows its id",
         || async {
-            reports_of(&app, &user)
+            app.reports_of(&user)
                 .await
                 .first()
                 .is_some_and(|r| !r.argyle_report_id.is_empty())
         },
     )
     .await;
-    let reports = reports_of(&app, &user).await;
+    let reports = app.reports_of(&user).await;
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].origin(), pb::ReportOrigin::Automatic);
     assert_eq!(reports[0].status(), ReportStatus::Generating);
@@ -170,7 +157,7 @@ async fn fifty_copies_of_reports_ready_in_parallel_request_one_report() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(at_argyle(&fake, &user).len(), 1);
-    assert_eq!(reports_of(&app, &user).await.len(), 1);
+    assert_eq!(app.reports_of(&user).await.len(), 1);
     if let Some(replica) = replica {
         replica.stop().await;
     }
@@ -209,7 +196,7 @@ async fn a_reconnection_and_a_newer_sync_request_a_second_report() {
         at_argyle(&fake, &user).len() == 2
     })
     .await;
-    assert_eq!(reports_of(&app, &user).await.len(), 2);
+    assert_eq!(app.reports_of(&user).await.len(), 2);
     app.stop().await;
 }
 
@@ -264,7 +251,7 @@ async fn the_daily_cap_refuses_the_eleventh_request_without_calling_argyle() {
         at_argyle(&fake, &user).len() == 10
     })
     .await;
-    let reports = reports_of(&app, &user).await;
+    let reports = app.reports_of(&user).await;
     let refused: Vec<_> = reports
         .iter()
         .filter(|r| r.status() == ReportStatus::Refused)
@@ -441,7 +428,7 @@ async fn an_announced_report_is_enriched_and_its_urls_are_streamed_and_its_docum
         .unwrap()
         .to_owned();
     // Not generated yet: no document.
-    let ours = reports_of(&app, &user).await.remove(0).id;
+    let ours = app.reports_of(&user).await.remove(0).id;
     let early = app
         .report_client()
         .await
@@ -603,26 +590,26 @@ async fn an_announcement_without_a_report_id_is_matched_by_type_and_a_404_stops_
         .unwrap()
         .to_owned();
     eventually("the service knows Argyle's id", || async {
-        reports_of(&app, &user).await[0].argyle_report_id == argyle_id
+        app.reports_of(&user).await[0].argyle_report_id == argyle_id
     })
     .await;
     assert!(fake.generate(&argyle_id));
     eventually(
         "the announcement is matched to the request and enriched",
         || async {
-            let reports = reports_of(&app, &user).await;
+            let reports = app.reports_of(&user).await;
             reports.len() == 1 && !reports[0].file_url.is_empty()
         },
     )
     .await;
-    assert_eq!(reports_of(&app, &user).await[0].id, created.id);
+    assert_eq!(app.reports_of(&user).await[0].id, created.id);
 
     // A report Argyle does not have: one GET, a reason, no retry.
     let ghost = "00000000-0000-0000-0000-00000000dead";
     app.deliver_ok(&body::generated(&user, "voie", Some(ghost)))
         .await;
     eventually("the 404 is recorded", || async {
-        reports_of(&app, &user)
+        app.reports_of(&user)
             .await
             .iter()
             .any(|r| r.argyle_report_id == ghost && r.status_reason.contains("404"))
@@ -707,10 +694,10 @@ async fn a_job_waiting_for_argyle_survives_a_restart_and_waits_while_credentials
         at_argyle(&fake, &user).len() == 1
     })
     .await;
-    let reports = reports_of(&app, &user).await;
+    let reports = app.reports_of(&user).await;
     assert_eq!(reports.len(), 1);
     eventually("the service records Argyle's answer", || async {
-        !reports_of(&app, &user).await[0].argyle_report_id.is_empty()
+        !app.reports_of(&user).await[0].argyle_report_id.is_empty()
     })
     .await;
     app.stop().await;
@@ -804,7 +791,7 @@ async fn an_operator_requests_shows_retries_and_lists_reports_from_the_command_l
     assert!(job["lastError"].as_str().unwrap().contains("503"), "{job}");
     assert!(at_argyle(&fake, &user).is_empty());
     // The request's report failed with it, saying why.
-    let failed = reports_of(&app, &user).await.remove(0);
+    let failed = app.reports_of(&user).await.remove(0);
     assert_eq!(failed.status(), pb::ReportStatus::Failed);
     assert!(failed.status_reason.contains("503"), "{failed:?}");
 

@@ -16,7 +16,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::process::{ServeProcess, serve_command};
-use crate::helpers::{TestApp, TestDatabase, body, new_id};
+use crate::helpers::{TestApp, TestDatabase, body, new_id, status_code};
 
 fn lookup() -> pb::GetUserReadinessRequest {
     pb::GetUserReadinessRequest {
@@ -120,9 +120,6 @@ async fn the_http_port_speaks_http_1_1_only_and_refuses_cleartext_http_2() {
 /// token of their own (`RequestReport`, `GetReportDocument`, whose first message is awaited)
 /// and one that takes the general tokens (`GetReport`), each about a report that does not exist.
 async fn report_calls_with(client: &mut ReportServiceClient<Channel>, token: &str) -> [Code; 3] {
-    fn code<T>(result: Result<T, tonic::Status>) -> Code {
-        result.err().map_or(Code::Ok, |status| status.code())
-    }
     let request = pb::RequestReportRequest {
         user: Some(pb::request_report_request::User::UserId(new_id())),
         r#type: pb::ReportType::Voie.into(),
@@ -140,13 +137,13 @@ async fn report_calls_with(client: &mut ReportServiceClient<Channel>, token: &st
         .get_report_document(with_token(document, token))
         .await
     {
-        Ok(stream) => code(stream.into_inner().message().await),
+        Ok(stream) => status_code(stream.into_inner().message().await),
         Err(status) => status.code(),
     };
     [
-        code(client.request_report(with_token(request, token)).await),
+        status_code(client.request_report(with_token(request, token)).await),
         document,
-        code(client.get_report(with_token(report, token)).await),
+        status_code(client.get_report(with_token(report, token)).await),
     ]
 }
 

@@ -237,17 +237,7 @@ async fn one_fact_from_two_subscriptions_is_one_report_and_one_event() {
 
     // Two deliveries, two inbox rows; one fact.
     assert_ne!(first["delivery_id"], second["delivery_id"]);
-    let reports = app
-        .report_client()
-        .await
-        .list_reports(pb::ListReportsRequest {
-            user_id: user.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .reports;
+    let reports = app.reports_of(&user).await;
     assert_eq!(reports.len(), 1, "{reports:?}");
     let mut stream = app
         .report_client()
